@@ -1,0 +1,10 @@
+//! kettle's device models.
+//!
+//! Each module emulates one piece of the Virtual Server 2005 / Hyper-V generation-1 PC. A device
+//! sees only its own registers (port or MMIO offsets relative to where the VMM placed it, or PCI
+//! configuration space), interrupt lines ([`Irq`]), a [`Timer`] when it needs wall-clock events and
+//! a [`VmControl`] when it can reset or power off the machine. The VMM owns the wiring.
+
+pub mod bus;
+
+pub use bus::{Bus, BusDevice, BusError, Irq, IrqLine, SharedDevice, Timer, VmControl, VmRequest};
