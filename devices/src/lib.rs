@@ -6,5 +6,13 @@
 //! a [`VmControl`] when it can reset or power off the machine. The VMM owns the wiring.
 
 pub mod bus;
+pub mod i440bx;
+pub mod i8042;
+pub mod lpt;
+pub mod pci;
+pub mod piix4;
+pub mod post;
+pub mod rtc;
+pub mod serial;
 
 pub use bus::{Bus, BusDevice, BusError, Irq, IrqLine, SharedDevice, Timer, VmControl, VmRequest};

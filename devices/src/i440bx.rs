@@ -1,0 +1,1 @@
+//! TODO: i440bx (being written)

@@ -1,0 +1,1 @@
+//! TODO: i8042 (being written)

@@ -1,0 +1,1 @@
+//! TODO: piix4 (being written)

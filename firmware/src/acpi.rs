@@ -1,0 +1,1 @@
+//! TODO: ACPI tables (being written)
