@@ -310,7 +310,7 @@ mod tests {
         assert_eq!(pml4, PDPT_ADDR | 3);
         // The 2 MiB page that maps 3 GiB + 2 MiB.
         let pde: u64 = m.read_obj(GuestAddress(PD_ADDR + 3 * 0x1000 + 8)).unwrap();
-        assert_eq!(pde, (3 << 30) + (2 << 20) | 0x83);
+        assert_eq!(pde, ((3 << 30) + (2 << 20)) | 0x83);
     }
 
     #[test]

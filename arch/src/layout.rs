@@ -103,7 +103,7 @@ impl MemoryLayout {
         if ram_size < MIN_RAM {
             return Err(LayoutError::TooSmall(ram_size));
         }
-        if ram_size % 4096 != 0 {
+        if !ram_size.is_multiple_of(4096) {
             return Err(LayoutError::Unaligned(ram_size));
         }
         let low_top = ram_size.min(PCI_HOLE_START);
