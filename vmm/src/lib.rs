@@ -1,1 +1,17 @@
+//! kettle: a KVM virtual machine monitor for the appliances of Microsoft Virtual Server 2005,
+//! Virtual PC and Hyper-V generation 1.
+//!
+//! The library builds and runs a VM from a [`config::VmConfig`]; the `kettle` binary is a thin
+//! command line over it. Data flows one way: CLI/config -> `VmConfig` -> `Vm::build` -> vCPU
+//! threads and the event loop -> exit status.
 
+pub mod boot;
+pub mod config;
+pub mod console;
+pub mod control;
+pub mod event_loop;
+pub mod irq;
+pub mod machine;
+pub mod timer;
+pub mod vcpu;
+pub mod vm;

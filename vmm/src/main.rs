@@ -1,1 +1,151 @@
-fn main() {}
+//! `kettle`: the command line over the vmm library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use vmm::config::{FileConfig, LptSpec, MemSize, Overrides, VmConfig};
+use vmm::console::SerialSpec;
+use vmm::vm::Outcome;
+
+#[derive(Parser)]
+#[command(
+    name = "kettle",
+    version,
+    about = "A KVM virtual machine monitor for Virtual Server 2005 / Virtual PC / Hyper-V gen-1 appliances",
+    long_about = None
+)]
+struct Cli {
+    /// Log level for kettle's own messages on stderr: error, warn, info, debug or trace.
+    #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
+    log_level: log::LevelFilter,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot a VM: a Linux kernel (bzImage, or ELF with a PVH note) with an optional initrd, on
+    /// the i440BX/PIIX4 machine. Exits 0 when the guest powers off.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+#[command(after_help = "\
+Serial backends: stdio (the terminal; press Ctrl-A then x to quit, Ctrl-A Ctrl-A sends Ctrl-A), \
+file:PATH (output only), unix:PATH (kettle listens on PATH; one client at a time), none.
+
+A TOML file takes the same settings: kernel, initrd, cmdline, memory (\"512M\" or bytes), cpus, \
+serial, serial2, lpt, no_reboot. Paths in it are relative to the file. Flags override the file.
+
+Exit status: 0 when the guest powers off, or reboots under --no-reboot; 1 on any error, \
+including a guest that stops on a fault (the message says why, with RIP and CPU mode).")]
+struct RunArgs {
+    /// A VM configuration file (TOML).
+    #[arg(value_name = "CONFIG.toml")]
+    config: Option<PathBuf>,
+    /// The kernel to boot: a Linux bzImage, or an ELF kernel with a PVH entry note.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// An initial RAM disk loaded high in low memory.
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// The kernel command line [default: console=ttyS0].
+    #[arg(long, value_name = "STR")]
+    cmdline: Option<String>,
+    /// Guest RAM, e.g. 512M or 2G [default: 256M]. RAM past 3.5 GiB goes above 4 GiB.
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<MemSize>,
+    /// Number of vCPUs [default: 1].
+    #[arg(long, value_name = "N")]
+    cpus: Option<u32>,
+    /// COM1 (0x3F8, IRQ 4): stdio, file:PATH, unix:PATH or none [default: stdio].
+    #[arg(long, value_name = "BACKEND")]
+    serial: Option<SerialSpec>,
+    /// COM2 (0x2F8, IRQ 3): stdio, file:PATH, unix:PATH or none [default: none].
+    #[arg(long, value_name = "BACKEND")]
+    serial2: Option<SerialSpec>,
+    /// LPT1 (0x378, IRQ 7) output: file:PATH [default: no parallel port].
+    #[arg(long, value_name = "file:PATH")]
+    lpt: Option<LptSpec>,
+    /// When the guest reboots, exit (status 0) instead of restarting the VM.
+    #[arg(long)]
+    no_reboot: bool,
+}
+
+struct StderrLogger(log::LevelFilter);
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= self.0
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            // In raw terminal mode a bare \n does not return the carriage.
+            eprint!(
+                "kettle: {}: {}\r\n",
+                r.level().as_str().to_lowercase(),
+                r.args()
+            );
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let logger = Box::leak(Box::new(StderrLogger(cli.log_level)));
+    let _ = log::set_logger(logger);
+    log::set_max_level(cli.log_level);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        vmm::console::restore_terminal();
+        default_hook(info);
+    }));
+
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+    };
+    vmm::console::restore_terminal();
+    match result {
+        Ok(msg) => {
+            if let Some(m) = msg {
+                eprintln!("kettle: {m}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kettle: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(a: RunArgs) -> Result<Option<String>, String> {
+    let file = match &a.config {
+        Some(p) => Some(FileConfig::load(p).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let cfg = VmConfig::resolve(
+        file,
+        Overrides {
+            kernel: a.kernel,
+            initrd: a.initrd,
+            cmdline: a.cmdline,
+            memory: a.memory,
+            cpus: a.cpus,
+            serial: a.serial,
+            serial2: a.serial2,
+            lpt: a.lpt,
+            no_reboot: a.no_reboot,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    match vmm::vm::run(&cfg).map_err(|e| e.to_string())? {
+        Outcome::PowerOff => Ok(None),
+        Outcome::Reboot => Ok(Some(
+            "the guest rebooted; exiting instead of restarting (--no-reboot)".into(),
+        )),
+        Outcome::Quit => Ok(Some("quit from the console".into())),
+    }
+}

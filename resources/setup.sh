@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# setup.sh: installs what building and testing kettle needs on a Debian/Ubuntu machine.
+#
+# Usage: resources/setup.sh
+#
+# Installs (apt, as root or through sudo) only what is missing: a C toolchain and binutils (the
+# test suite assembles its small guest programs), QEMU for the nested test host, busybox,
+# cpio/kmod/xz/zstd for building initramfs images, qemu-utils. Checks that cargo is there and
+# says how to get it when it is not. Safe to run again: it does nothing when all is present.
+set -euo pipefail
+
+need_pkgs=()
+want() { # want COMMAND PACKAGE
+    command -v "$1" >/dev/null 2>&1 || need_pkgs+=("$2")
+}
+want gcc gcc
+want as binutils
+want ld binutils
+want qemu-system-x86_64 qemu-system-x86
+want qemu-img qemu-utils
+want cpio cpio
+want depmod kmod
+want xz xz-utils
+want zstd zstd
+want curl curl
+[ -x /bin/busybox ] || need_pkgs+=(busybox-static)
+
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || { echo "setup.sh: need root (or sudo) to install: ${need_pkgs[*]}" >&2; exit 1; }
+        sudo=sudo
+    fi
+    echo "setup.sh: installing ${need_pkgs[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        echo "setup.sh: cargo is in ~/.cargo/bin but not on PATH; run: . \"\$HOME/.cargo/env\"" >&2
+    else
+        echo "setup.sh: kettle needs a Rust toolchain (1.80 or newer); install it with rustup (https://rustup.rs)" >&2
+    fi
+    exit 1
+fi

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# test.sh: sets up what the tests need and runs the whole test suite.
+#
+# Usage: resources/test.sh [extra cargo test args]
+#
+# 1. resources/setup.sh installs missing packages (QEMU for the nested test host, binutils, ...).
+# 2. builds kettle (release: the nested test host runs it) and the guest assets (cached in
+#    ${KETTLE_CACHE:-~/.cache/kettle}).
+# 3. runs every test: unit tests, local small-guest tests on /dev/kvm, and Linux guests in the
+#    nested test host (TESTING.md). Nothing is skipped: a test that cannot run fails and says why.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+resources/setup.sh
+cargo build --release -p vmm
+resources/build-assets.sh --quiet
+
+
+cargo test --workspace --release "$@"

@@ -1,0 +1,428 @@
+//! The VM configuration: what `kettle run` flags and `vm.toml` files say, merged into one
+//! [`VmConfig`] (flags override the file), validated before anything is built.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::console::SerialSpec;
+
+/// Default guest RAM: 256 MiB.
+pub const DEFAULT_MEMORY: u64 = 256 << 20;
+/// Default kernel command line: the serial console on COM1.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
+/// APIC IDs in the MADT and the xAPIC are 8 bits; 255 is the broadcast ID.
+pub const MAX_CPUS: u32 = 254;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {err}")]
+    ReadFile { path: PathBuf, err: std::io::Error },
+    #[error("config file {path}: {err}")]
+    Parse { path: PathBuf, err: String },
+    #[error("no kernel given: pass --kernel PATH or set `kernel` in the config file")]
+    NoKernel,
+    #[error("{what} {path}: {err}")]
+    Unreadable {
+        what: &'static str,
+        path: PathBuf,
+        err: std::io::Error,
+    },
+    #[error("{what} {path} is not a regular file")]
+    NotAFile { what: &'static str, path: PathBuf },
+    #[error("--cpus must be at least 1")]
+    ZeroCpus,
+    #[error("--cpus {0} is more than kettle supports ({MAX_CPUS})")]
+    TooManyCpus(u32),
+    #[error(
+        "invalid memory size {0:?}: use a number with an optional K, M, G or T suffix (e.g. 512M)"
+    )]
+    BadSize(String),
+    #[error("--memory {0} is less than the 16 MiB kettle needs")]
+    MemoryTooSmall(MemSize),
+    #[error("--memory {0} is more than this host's {1} of RAM")]
+    MemoryTooLarge(MemSize, MemSize),
+    #[error("--memory {0} is not a multiple of 4 KiB")]
+    MemoryUnaligned(MemSize),
+    #[error("invalid {what} {value:?}: {err}")]
+    BadValue {
+        what: &'static str,
+        value: String,
+        err: String,
+    },
+    #[error("kernel command line is {0} bytes; Linux accepts at most 2047")]
+    CmdlineTooLong(usize),
+}
+
+/// A memory size in bytes, written and parsed as `512M`, `2G`, `1048576`, ...
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemSize(pub u64);
+
+impl FromStr for MemSize {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let t = s.trim();
+        let bad = || ConfigError::BadSize(s.to_string());
+        let (digits, shift) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+            None => (t, 0),
+            Some((i, _)) => {
+                let unit = t[i..]
+                    .trim_end_matches(['b', 'B', 'i'])
+                    .to_ascii_uppercase();
+                let shift = match unit.as_str() {
+                    "K" => 10,
+                    "M" => 20,
+                    "G" => 30,
+                    "T" => 40,
+                    _ => return Err(bad()),
+                };
+                (&t[..i], shift)
+            }
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        n.checked_mul(1u64 << shift).map(MemSize).ok_or_else(bad)
+    }
+}
+
+impl fmt::Display for MemSize {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let b = self.0;
+        for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+            if b >= 1 << shift && b % (1 << shift) == 0 {
+                return write!(f, "{}{}", b >> shift, unit);
+            }
+        }
+        if b >= 1 << 30 {
+            write!(f, "{:.1}G", b as f64 / (1u64 << 30) as f64)
+        } else {
+            write!(f, "{b}")
+        }
+    }
+}
+
+/// Where the parallel port's output goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LptSpec {
+    File(PathBuf),
+}
+
+impl FromStr for LptSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.strip_prefix("file:") {
+            Some(p) if !p.is_empty() => Ok(LptSpec::File(PathBuf::from(p))),
+            _ => Err("expected file:PATH".into()),
+        }
+    }
+}
+
+/// Everything needed to build and run one VM.
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub memory: u64,
+    pub cpus: u32,
+    pub serial: SerialSpec,
+    pub serial2: SerialSpec,
+    pub lpt: Option<LptSpec>,
+    pub no_reboot: bool,
+}
+
+/// The same settings as the flags, as they appear in a TOML file. Every field is optional; paths
+/// are relative to the file's directory.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: Option<String>,
+    pub memory: Option<TomlSize>,
+    pub cpus: Option<u32>,
+    pub serial: Option<String>,
+    pub serial2: Option<String>,
+    pub lpt: Option<String>,
+    pub no_reboot: Option<bool>,
+}
+
+/// A size in a TOML file: a number of bytes or a string like "512M".
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum TomlSize {
+    Bytes(u64),
+    Text(String),
+}
+
+/// Settings from the command line, each overriding the file's.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: Option<String>,
+    pub memory: Option<MemSize>,
+    pub cpus: Option<u32>,
+    pub serial: Option<SerialSpec>,
+    pub serial2: Option<SerialSpec>,
+    pub lpt: Option<LptSpec>,
+    pub no_reboot: bool,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::ReadFile {
+            path: path.to_path_buf(),
+            err,
+        })?;
+        let mut cfg: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            err: e.message().to_string(),
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut cfg.kernel, &mut cfg.initrd].into_iter().flatten() {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
+        if let Some(s) = cfg
+            .serial
+            .as_mut()
+            .into_iter()
+            .chain(cfg.serial2.as_mut())
+            .next()
+        {
+            let _ = s; // relative socket/file paths stay relative to the working directory
+        }
+        Ok(cfg)
+    }
+}
+
+fn parse_value<T: FromStr>(what: &'static str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    value.parse().map_err(|e: T::Err| ConfigError::BadValue {
+        what,
+        value: value.to_string(),
+        err: e.to_string(),
+    })
+}
+
+impl VmConfig {
+    /// Merges the file (if any) with the flags and validates the result.
+    pub fn resolve(file: Option<FileConfig>, o: Overrides) -> Result<Self, ConfigError> {
+        let f = file.unwrap_or_default();
+        let memory = match (o.memory, f.memory) {
+            (Some(m), _) => m,
+            (None, Some(TomlSize::Bytes(b))) => MemSize(b),
+            (None, Some(TomlSize::Text(t))) => t.parse()?,
+            (None, None) => MemSize(DEFAULT_MEMORY),
+        };
+        let serial = match (o.serial, f.serial) {
+            (Some(s), _) => s,
+            (None, Some(s)) => parse_value("serial", &s)?,
+            (None, None) => SerialSpec::Stdio,
+        };
+        let serial2 = match (o.serial2, f.serial2) {
+            (Some(s), _) => s,
+            (None, Some(s)) => parse_value("serial2", &s)?,
+            (None, None) => SerialSpec::None,
+        };
+        let lpt = match (o.lpt, f.lpt) {
+            (Some(l), _) => Some(l),
+            (None, Some(l)) => Some(parse_value("lpt", &l)?),
+            (None, None) => None,
+        };
+        let cfg = VmConfig {
+            kernel: o.kernel.or(f.kernel).ok_or(ConfigError::NoKernel)?,
+            initrd: o.initrd.or(f.initrd),
+            cmdline: o
+                .cmdline
+                .or(f.cmdline)
+                .unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
+            memory: memory.0,
+            cpus: o.cpus.or(f.cpus).unwrap_or(1),
+            serial,
+            serial2,
+            lpt,
+            no_reboot: o.no_reboot || f.no_reboot.unwrap_or(false),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks everything that can be checked before touching KVM: files readable, sizes sane.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_file("kernel", &self.kernel)?;
+        if let Some(i) = &self.initrd {
+            check_file("initrd", i)?;
+        }
+        if self.cpus == 0 {
+            return Err(ConfigError::ZeroCpus);
+        }
+        if self.cpus > MAX_CPUS {
+            return Err(ConfigError::TooManyCpus(self.cpus));
+        }
+        let mem = MemSize(self.memory);
+        if self.memory < arch::layout::MIN_RAM {
+            return Err(ConfigError::MemoryTooSmall(mem));
+        }
+        if !self.memory.is_multiple_of(4096) {
+            return Err(ConfigError::MemoryUnaligned(mem));
+        }
+        if let Some(host) = host_memory() {
+            if self.memory > host {
+                return Err(ConfigError::MemoryTooLarge(mem, MemSize(host)));
+            }
+        }
+        if self.cmdline.len() >= arch::boot::CMDLINE_MAX {
+            return Err(ConfigError::CmdlineTooLong(self.cmdline.len()));
+        }
+        Ok(())
+    }
+}
+
+fn check_file(what: &'static str, path: &Path) -> Result<(), ConfigError> {
+    let unreadable = |err| ConfigError::Unreadable {
+        what,
+        path: path.to_path_buf(),
+        err,
+    };
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(ConfigError::NotAFile {
+            what,
+            path: path.to_path_buf(),
+        });
+    }
+    std::fs::File::open(path).map_err(unreadable)?;
+    Ok(())
+}
+
+/// The host's physical RAM (MemTotal), if it can be read.
+pub fn host_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_and_print() {
+        assert_eq!("512M".parse::<MemSize>().unwrap(), MemSize(512 << 20));
+        assert_eq!("2g".parse::<MemSize>().unwrap(), MemSize(2 << 30));
+        assert_eq!("1GiB".parse::<MemSize>().unwrap(), MemSize(1 << 30));
+        assert_eq!("4096".parse::<MemSize>().unwrap(), MemSize(4096));
+        assert!("12Q".parse::<MemSize>().is_err());
+        assert!("".parse::<MemSize>().is_err());
+        assert!("99999999999T".parse::<MemSize>().is_err());
+        assert_eq!(MemSize(512 << 20).to_string(), "512M");
+        assert_eq!(MemSize(3 << 30).to_string(), "3G");
+    }
+
+    fn kernel_file() -> tempfile_path::TempPath {
+        tempfile_path::TempPath::new(b"not really a kernel")
+    }
+
+    mod tempfile_path {
+        pub struct TempPath(pub std::path::PathBuf);
+        impl TempPath {
+            pub fn new(contents: &[u8]) -> Self {
+                use std::sync::atomic::{AtomicUsize, Ordering};
+                static N: AtomicUsize = AtomicUsize::new(0);
+                let p = std::env::temp_dir().join(format!(
+                    "kettle-config-test-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::SeqCst)
+                ));
+                std::fs::write(&p, contents).unwrap();
+                TempPath(p)
+            }
+        }
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn flags_override_file_and_paths_are_relative_to_it() {
+        let k = kernel_file();
+        let dir = k.0.parent().unwrap();
+        let name = k.0.file_name().unwrap().to_str().unwrap();
+        let toml = kernel_file();
+        std::fs::write(
+            &toml.0,
+            format!("kernel = \"{name}\"\nmemory = \"64M\"\ncpus = 2\nserial = \"none\"\nno_reboot = true\n"),
+        )
+        .unwrap();
+        let f = FileConfig::load(&toml.0).unwrap();
+        assert_eq!(f.kernel.as_deref(), Some(dir.join(name).as_path()));
+        let cfg = VmConfig::resolve(
+            Some(f),
+            Overrides {
+                cpus: Some(3),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(cfg.cpus, 3);
+        assert_eq!(cfg.memory, 64 << 20);
+        assert_eq!(cfg.serial, SerialSpec::None);
+        assert!(cfg.no_reboot);
+        assert_eq!(cfg.cmdline, DEFAULT_CMDLINE);
+    }
+
+    #[test]
+    fn bad_settings_give_clear_errors() {
+        let k = kernel_file();
+        let base = || Overrides {
+            kernel: Some(k.0.clone()),
+            ..Default::default()
+        };
+        let err = |o| VmConfig::resolve(None, o).unwrap_err().to_string();
+        assert_eq!(
+            err(Overrides {
+                cpus: Some(0),
+                ..base()
+            }),
+            "--cpus must be at least 1"
+        );
+        assert!(err(Overrides {
+            memory: Some(MemSize(1 << 50)),
+            ..base()
+        })
+        .contains("more than this host"));
+        assert!(err(Overrides {
+            memory: Some(MemSize(1 << 20)),
+            ..base()
+        })
+        .contains("less than the 16 MiB"));
+        assert!(err(Overrides {
+            kernel: Some("/nonexistent/vmlinuz".into()),
+            ..Default::default()
+        })
+        .starts_with("kernel /nonexistent/vmlinuz: No such file"));
+        assert!(err(Overrides {
+            kernel: Some("/".into()),
+            ..Default::default()
+        })
+        .contains("is not a regular file"));
+        assert!(err(Overrides::default()).starts_with("no kernel given"));
+    }
+
+    #[test]
+    fn unknown_keys_in_file_are_refused() {
+        let t = kernel_file();
+        std::fs::write(&t.0, "kernal = \"x\"\n").unwrap();
+        let e = FileConfig::load(&t.0).unwrap_err().to_string();
+        assert!(e.contains("unknown field"), "{e}");
+    }
+}

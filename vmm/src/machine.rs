@@ -1,0 +1,167 @@
+//! The emulated PC's wiring: which device sits at which port, PCI function and interrupt line.
+//! Devices own behaviour; this module only places them (DESIGN.md, "The VMM owns wiring").
+
+use std::sync::{Arc, Mutex};
+
+use arch::layout::{self, MemoryLayout};
+use devices::i440bx::I440bx;
+use devices::i8042::I8042;
+use devices::lpt::Lpt;
+use devices::pci::{PciConfigMech1, PciRoot};
+use devices::piix4::{Piix4Isa, Piix4Pm, Port92};
+use devices::post::PostCode;
+use devices::rtc::Rtc;
+use devices::serial::Serial;
+use devices::{Bus, Irq, SharedDevice, VmControl};
+use kvm_ioctls::VmFd;
+
+use crate::control::Control;
+use crate::event_loop::{ConsoleInput, InputSink, Subscriber, TimerWatch};
+use crate::irq::KvmIrq;
+use crate::timer::{DeviceTimer, TimerFd};
+use crate::vm::HostResources;
+
+/// PCI device numbers on bus 0.
+pub const I440BX_DEVFN: (u8, u8) = (0, 0);
+pub const PIIX4_ISA_DEVFN: (u8, u8) = (7, 0);
+pub const PIIX4_PM_DEVFN: (u8, u8) = (7, 3);
+
+/// What the machine is built from.
+pub struct MachineHost<'a> {
+    pub vm: Arc<VmFd>,
+    pub io_bus: Arc<Bus>,
+    pub control: Arc<Control>,
+    pub layout: &'a MemoryLayout,
+    pub host: &'a HostResources,
+}
+
+/// The platform devices of one boot of the VM.
+pub struct Machine {
+    pub serial: [Arc<Mutex<Serial>>; 2],
+    pub rtc: Arc<Mutex<Rtc>>,
+    rtc_timer: Arc<TimerFd>,
+    pub pci: Arc<Mutex<PciRoot>>,
+    pub post: Arc<Mutex<PostCode>>,
+    consoles: [Arc<Mutex<crate::console::ConsoleBackend>>; 2],
+}
+
+impl InputSink for Serial {
+    fn push(&mut self, bytes: &[u8]) -> usize {
+        self.enqueue_input(bytes)
+    }
+}
+
+fn place<T: devices::BusDevice + 'static>(
+    bus: &Bus,
+    base: u16,
+    len: u16,
+    dev: &Arc<Mutex<T>>,
+) -> Result<(), String> {
+    let shared: SharedDevice = dev.clone();
+    bus.insert(u64::from(base), u64::from(len), shared)
+        .map_err(|e| format!("placing a device at port {base:#x}: {e}"))
+}
+
+impl Machine {
+    pub fn create(h: MachineHost) -> Result<Self, String> {
+        let irq = |n: u32| -> Irq { KvmIrq::new(h.vm.clone(), n) };
+        let control: Arc<dyn VmControl> = h.control.clone();
+        let bus = &h.io_bus;
+
+        let serial = [
+            Arc::new(Mutex::new(Serial::new(
+                irq(layout::COM1_IRQ),
+                h.host.serial[0].lock().unwrap().output(),
+            ))),
+            Arc::new(Mutex::new(Serial::new(
+                irq(layout::COM2_IRQ),
+                h.host.serial[1].lock().unwrap().output(),
+            ))),
+        ];
+        place(bus, layout::COM1_PORT, 8, &serial[0])?;
+        place(bus, layout::COM2_PORT, 8, &serial[1])?;
+
+        let lpt_out = match &h.host.lpt {
+            Some(f) => Some(
+                Box::new(f.try_clone().map_err(|e| format!("LPT output file: {e}"))?)
+                    as Box<dyn std::io::Write + Send>,
+            ),
+            None => None,
+        };
+        let lpt = Arc::new(Mutex::new(Lpt::new(irq(layout::LPT1_IRQ), lpt_out)));
+        place(bus, layout::LPT1_PORT, 3, &lpt)?;
+
+        let rtc_timer = TimerFd::new().map_err(|e| format!("RTC timer: {e}"))?;
+        let rtc = Arc::new(Mutex::new(Rtc::new(
+            irq(layout::RTC_IRQ),
+            Box::new(DeviceTimer(rtc_timer.clone())),
+            h.layout.low_ram_end(),
+            h.layout.high_ram_size(),
+        )));
+        place(bus, layout::RTC_PORT, 2, &rtc)?;
+
+        let i8042 = Arc::new(Mutex::new(I8042::new(
+            irq(layout::KEYBOARD_IRQ),
+            irq(layout::MOUSE_IRQ),
+            control.clone(),
+        )));
+        place(bus, layout::I8042_DATA_PORT, 5, &i8042)?;
+
+        let post = Arc::new(Mutex::new(PostCode::new()));
+        place(bus, layout::POST_PORT, 1, &post)?;
+        let port92 = Arc::new(Mutex::new(Port92::new(control.clone())));
+        place(bus, layout::PORT92, 1, &port92)?;
+
+        let mut root = PciRoot::new();
+        root.add(
+            I440BX_DEVFN,
+            Arc::new(Mutex::new(I440bx::new(h.layout.low_ram_end()))),
+        )
+        .map_err(|e| e.to_string())?;
+        root.add(
+            PIIX4_ISA_DEVFN,
+            Arc::new(Mutex::new(Piix4Isa::new(layout::PIRQ_IRQS))),
+        )
+        .map_err(|e| e.to_string())?;
+        let pm = Piix4Pm::new(bus.clone(), irq(layout::SCI_IRQ), control.clone())
+            .map_err(|e| format!("PIIX4 power management: {e}"))?;
+        root.add(PIIX4_PM_DEVFN, Arc::new(Mutex::new(pm)))
+            .map_err(|e| e.to_string())?;
+        let pci = Arc::new(Mutex::new(root));
+        let mech = Arc::new(Mutex::new(PciConfigMech1::new(pci.clone(), control)));
+        place(bus, layout::PCI_CONFIG_PORT, 8, &mech)?;
+
+        Ok(Self {
+            serial,
+            rtc,
+            rtc_timer,
+            pci,
+            post,
+            consoles: h.host.serial.clone(),
+        })
+    }
+
+    /// The event-loop subscribers of this boot: console input into each UART and the RTC timer.
+    pub fn subscribers(&self, control: &Arc<Control>) -> std::io::Result<Vec<Subscriber>> {
+        let mut v: Vec<Subscriber> = Vec::new();
+        for (console, serial) in self.consoles.iter().zip(&self.serial) {
+            let sink: Arc<Mutex<dyn InputSink>> = serial.clone();
+            v.push(Arc::new(Mutex::new(ConsoleInput::new(
+                console.clone(),
+                sink,
+                control.clone(),
+            )?)));
+        }
+        let rtc = self.rtc.clone();
+        v.push(Arc::new(Mutex::new(TimerWatch::new(
+            self.rtc_timer.clone(),
+            move || rtc.lock().unwrap().timer_expired(),
+        ))));
+        Ok(v)
+    }
+
+    /// Called when the VM has stopped: disarm timers.
+    pub fn shutdown(&self) {
+        self.rtc_timer.set(None);
+    }
+}

@@ -1,0 +1,297 @@
+//! vCPU threads: one named thread per vCPU running `KVM_RUN`, port and MMIO exits dispatched
+//! synchronously to the buses, and a kick (signal + `immediate_exit`) that makes a vCPU leave
+//! the guest promptly so the VMM can stop, pause or save it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Once};
+use std::thread::JoinHandle;
+
+use devices::{Bus, VmRequest};
+use kvm_bindings::{kvm_regs, kvm_sregs};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::signal::{register_signal_handler, Killable};
+
+use crate::control::{Control, StopReason};
+
+/// The signal that kicks a vCPU out of `KVM_RUN` (the first real-time signal after libc's).
+pub fn kick_signal() -> i32 {
+    libc::SIGRTMIN()
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+fn install_kick_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        register_signal_handler(kick_signal(), kick_handler)
+            .expect("installing the vCPU kick signal handler");
+    });
+}
+
+/// What the rest of the VMM holds for a running vCPU.
+pub struct VcpuHandle {
+    pub index: u32,
+    thread: Option<JoinHandle<()>>,
+    /// Address of this vCPU's `kvm_run` page (for `immediate_exit`), 0 until the thread starts.
+    run_page: Arc<AtomicU64>,
+}
+
+impl VcpuHandle {
+    /// Makes the vCPU leave `KVM_RUN` as soon as possible: sets `immediate_exit` (covers a kick
+    /// that lands just before the thread enters the guest) and signals the thread (covers one
+    /// already inside).
+    pub fn kick(&self) {
+        let page = self.run_page.load(Ordering::Acquire);
+        if page != 0 {
+            // SAFETY: the kvm_run page stays mapped while the VcpuFd lives, which is until the
+            // thread exits; `immediate_exit` is a single byte written atomically by the CPU, the
+            // same cross-thread write QEMU does.
+            unsafe {
+                let run = page as *mut kvm_bindings::kvm_run;
+                std::ptr::write_volatile(std::ptr::addr_of_mut!((*run).immediate_exit), 1);
+            }
+        }
+        if let Some(t) = &self.thread {
+            let _ = t.kill(kick_signal());
+        }
+    }
+
+    pub fn join(&mut self) {
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                log::error!("vCPU {} thread panicked", self.index);
+            }
+        }
+    }
+}
+
+/// Everything a vCPU thread needs.
+pub struct VcpuContext {
+    pub index: u32,
+    pub fd: VcpuFd,
+    pub io_bus: Arc<Bus>,
+    pub mmio_bus: Arc<Bus>,
+    pub mem: GuestMemoryMmap,
+    pub control: Arc<Control>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Starts the vCPU thread, named `kettle-vcpu<N>`.
+pub fn spawn(ctx: VcpuContext) -> std::io::Result<VcpuHandle> {
+    install_kick_handler();
+    let index = ctx.index;
+    let run_page = Arc::new(AtomicU64::new(0));
+    let page = run_page.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("kettle-vcpu{index}"))
+        .spawn(move || run(ctx, page))?;
+    Ok(VcpuHandle {
+        index,
+        thread: Some(thread),
+        run_page,
+    })
+}
+
+fn run(mut ctx: VcpuContext, page: Arc<AtomicU64>) {
+    let run_ptr = ctx.fd.get_kvm_run() as *mut kvm_bindings::kvm_run as u64;
+    page.store(run_ptr, Ordering::Release);
+    let mut unhandled = RateLimit::default();
+    while !ctx.stop.load(Ordering::Acquire) {
+        let exit = ctx.fd.run();
+        match exit {
+            Ok(VcpuExit::IoIn(port, data)) => {
+                if !ctx.io_bus.read(u64::from(port), data) && unhandled.allow() {
+                    log::debug!("vCPU {}: read of unassigned port {port:#x}", ctx.index);
+                }
+            }
+            Ok(VcpuExit::IoOut(port, data)) => {
+                if !ctx.io_bus.write(u64::from(port), data) && unhandled.allow() {
+                    log::debug!("vCPU {}: write to unassigned port {port:#x}", ctx.index);
+                }
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                if !ctx.mmio_bus.read(addr, data) && unhandled.allow() {
+                    log::debug!("vCPU {}: read of unassigned MMIO {addr:#x}", ctx.index);
+                }
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                if !ctx.mmio_bus.write(addr, data) && unhandled.allow() {
+                    log::debug!("vCPU {}: write to unassigned MMIO {addr:#x}", ctx.index);
+                }
+            }
+            Ok(VcpuExit::Intr) => {}
+            // With the in-kernel irqchip HLT is handled by KVM; an exit here means the guest
+            // halted with interrupts that can never wake it. Stay halted: re-enter.
+            Ok(VcpuExit::Hlt) => {}
+            Ok(VcpuExit::SystemEvent(kind, _)) => {
+                let reason = match kind {
+                    kvm_bindings::KVM_SYSTEM_EVENT_RESET => StopReason::Device(VmRequest::Reset),
+                    kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => {
+                        StopReason::Device(VmRequest::PowerOff)
+                    }
+                    other => fault(&mut ctx, &format!("system event {other}"), None),
+                };
+                ctx.control.stop(reason);
+                break;
+            }
+            Ok(VcpuExit::Shutdown) => {
+                let r = fault(&mut ctx, "shutdown (triple fault)", None);
+                ctx.control.stop(r);
+                break;
+            }
+            Ok(VcpuExit::InternalError) => {
+                let detail = internal_error_detail(&mut ctx.fd);
+                let r = fault(&mut ctx, "KVM internal error", Some(detail));
+                ctx.control.stop(r);
+                break;
+            }
+            Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                let detail = format!("hardware entry failure reason {reason:#x} on host CPU {cpu}");
+                let r = fault(&mut ctx, "VM entry failed", Some(detail));
+                ctx.control.stop(r);
+                break;
+            }
+            Ok(other) => {
+                let what = format!("unexpected exit {other:?}");
+                let r = fault(&mut ctx, &what, None);
+                ctx.control.stop(r);
+                break;
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                ctx.fd.set_kvm_immediate_exit(0);
+            }
+            Err(e) => {
+                let r = fault(&mut ctx, &format!("KVM_RUN failed: {e}"), None);
+                ctx.control.stop(r);
+                break;
+            }
+        }
+    }
+    page.store(0, Ordering::Release);
+}
+
+/// The `internal` part of kvm_run after `KVM_EXIT_INTERNAL_ERROR`.
+fn internal_error_detail(fd: &mut VcpuFd) -> String {
+    let run = fd.get_kvm_run();
+    // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the active member.
+    let internal = unsafe { run.__bindgen_anon_1.internal };
+    let what = match internal.suberror {
+        kvm_bindings::KVM_INTERNAL_ERROR_EMULATION => "instruction emulation failed",
+        kvm_bindings::KVM_INTERNAL_ERROR_SIMUL_EX => "exception while delivering an exception",
+        kvm_bindings::KVM_INTERNAL_ERROR_DELIVERY_EV => "event delivery failed",
+        _ => "suberror",
+    };
+    let n = (internal.ndata as usize).min(internal.data.len());
+    format!(
+        "{what} (suberror {}, data {:x?})",
+        internal.suberror,
+        &internal.data[..n]
+    )
+}
+
+/// Builds the one clear message for a guest that cannot go on: reason, RIP, mode and the bytes
+/// at RIP.
+fn fault(ctx: &mut VcpuContext, reason: &str, detail: Option<String>) -> StopReason {
+    let state = describe_cpu(&ctx.fd, &ctx.mem);
+    let mut msg = format!("vCPU {}: {reason}", ctx.index);
+    if let Some(d) = detail {
+        msg.push_str(&format!(": {d}"));
+    }
+    msg.push_str(&format!("; {state}"));
+    StopReason::Fault(msg)
+}
+
+/// "RIP 0x...(mode), instruction bytes ..." for a vCPU, as far as it can be read.
+pub fn describe_cpu(fd: &VcpuFd, mem: &GuestMemoryMmap) -> String {
+    let (regs, sregs) = match (fd.get_regs(), fd.get_sregs()) {
+        (Ok(r), Ok(s)) => (r, s),
+        (Err(e), _) | (_, Err(e)) => return format!("registers unreadable: {e}"),
+    };
+    let mode = cpu_mode(&sregs);
+    let linear = if mode == "64-bit long mode" {
+        regs.rip
+    } else {
+        sregs.cs.base.wrapping_add(regs.rip)
+    };
+    let bytes = match fd.translate_gva(linear) {
+        Ok(t) if t.valid != 0 => {
+            let mut b = [0u8; 16];
+            match mem.read_slice(&mut b, GuestAddress(t.physical_address)) {
+                Ok(()) => format!("{b:02x?}"),
+                Err(_) => format!("not in RAM (physical {:#x})", t.physical_address),
+            }
+        }
+        _ => "unmapped".to_string(),
+    };
+    format!(
+        "RIP {:#x} CS {:#x} ({mode}), instruction bytes at RIP: {bytes}; {}",
+        regs.rip,
+        sregs.cs.selector,
+        short_regs(&regs)
+    )
+}
+
+fn short_regs(r: &kvm_regs) -> String {
+    format!(
+        "RAX {:#x} RBX {:#x} RCX {:#x} RDX {:#x} RSP {:#x} RFLAGS {:#x}",
+        r.rax, r.rbx, r.rcx, r.rdx, r.rsp, r.rflags
+    )
+}
+
+/// The CPU's operating mode in words.
+pub fn cpu_mode(s: &kvm_sregs) -> &'static str {
+    const CR0_PE: u64 = 1;
+    const CR0_PG: u64 = 1 << 31;
+    const EFER_LMA: u64 = 1 << 10;
+    if s.cr0 & CR0_PE == 0 {
+        "real mode"
+    } else if s.efer & EFER_LMA != 0 {
+        if s.cs.l != 0 {
+            "64-bit long mode"
+        } else {
+            "compatibility mode"
+        }
+    } else if s.cr0 & CR0_PG != 0 {
+        "protected mode with paging"
+    } else {
+        "protected mode"
+    }
+}
+
+/// Allows the first 10 messages, then one per 1000.
+#[derive(Default)]
+struct RateLimit(u64);
+
+impl RateLimit {
+    fn allow(&mut self) -> bool {
+        self.0 += 1;
+        self.0 <= 10 || self.0 % 1000 == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_are_named() {
+        let mut s = kvm_sregs::default();
+        assert_eq!(cpu_mode(&s), "real mode");
+        s.cr0 = 1;
+        assert_eq!(cpu_mode(&s), "protected mode");
+        s.cr0 |= 1 << 31;
+        assert_eq!(cpu_mode(&s), "protected mode with paging");
+        s.efer = 1 << 10;
+        assert_eq!(cpu_mode(&s), "compatibility mode");
+        s.cs.l = 1;
+        assert_eq!(cpu_mode(&s), "64-bit long mode");
+    }
+
+    #[test]
+    fn rate_limit_lets_a_few_through() {
+        let mut r = RateLimit::default();
+        let n = (0..5000).filter(|_| r.allow()).count();
+        assert_eq!(n, 10 + 5);
+    }
+}

@@ -1,0 +1,385 @@
+//! One VM from configuration to exit: KVM VM with the in-kernel irqchip and PIT, guest RAM laid
+//! out as a PC, the platform devices, the boot payload and firmware tables, vCPU threads and the
+//! event loop. [`run`] restarts the VM when the guest reboots.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arch::layout::{MemoryLayout, RegionKind};
+use devices::{Bus, VmRequest};
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    MemoryRegionAddress,
+};
+
+use crate::boot::{self, EntryPoint};
+use crate::config::VmConfig;
+use crate::console::ConsoleBackend;
+use crate::control::{Control, StopReason};
+use crate::machine::{Machine, MachineHost};
+use crate::vcpu::{self, VcpuContext, VcpuHandle};
+
+/// Where KVM keeps its private TSS and identity-map pages (Intel VMX needs them): three pages
+/// just below the BIOS alias at the top of the 4 GiB hole, reserved in e820.
+const KVM_TSS_ADDR: u64 = 0xfffb_d000;
+const KVM_IDENTITY_MAP_ADDR: u64 = 0xfffb_c000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("cannot open /dev/kvm: {0} (is the kvm module loaded and are you in the kvm group?)")]
+    OpenKvm(kvm_ioctls::Error),
+    #[error("KVM {what} failed: {err}")]
+    Kvm {
+        what: &'static str,
+        err: kvm_ioctls::Error,
+    },
+    #[error("--cpus {asked} is more than this host's KVM allows ({max})")]
+    TooManyCpus { asked: u32, max: usize },
+    #[error("this host's KVM lacks {0}, which kettle needs")]
+    MissingCap(&'static str),
+    #[error("guest memory: {0}")]
+    Memory(String),
+    #[error(transparent)]
+    Layout(#[from] arch::layout::LayoutError),
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    #[error("setting up devices: {0}")]
+    Devices(String),
+    #[error("starting vCPU thread: {0}")]
+    Thread(std::io::Error),
+    #[error("event loop: {0}")]
+    EventLoop(String),
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |err| VmError::Kvm { what, err }
+}
+
+/// How a run of `kettle run` ended, when it ended well.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guest powered the machine off.
+    PowerOff,
+    /// The guest rebooted and `--no-reboot` was given.
+    Reboot,
+    /// The user quit from the console.
+    Quit,
+}
+
+/// A run that ended with the guest unable to go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error("the guest stopped: {0}")]
+    GuestFault(String),
+    #[error("{0}")]
+    Console(String),
+}
+
+/// Host-side resources that outlive guest reboots: console backends and the LPT output file.
+pub struct HostResources {
+    pub serial: [Arc<Mutex<ConsoleBackend>>; 2],
+    pub lpt: Option<std::fs::File>,
+}
+
+impl HostResources {
+    pub fn open(cfg: &VmConfig) -> Result<Self, RunError> {
+        let open = |spec| {
+            ConsoleBackend::open(spec)
+                .map(|b| Arc::new(Mutex::new(b)))
+                .map_err(|e| RunError::Console(format!("serial port {spec}: {e}")))
+        };
+        let serial = [open(&cfg.serial)?, open(&cfg.serial2)?];
+        let lpt = match &cfg.lpt {
+            Some(crate::config::LptSpec::File(p)) => Some(
+                std::fs::File::create(p)
+                    .map_err(|e| RunError::Console(format!("LPT output {}: {e}", p.display())))?,
+            ),
+            None => None,
+        };
+        Ok(Self { serial, lpt })
+    }
+}
+
+/// Runs the VM described by `cfg` until the guest powers off (or reboots with `no_reboot`).
+pub fn run(cfg: &VmConfig) -> Result<Outcome, RunError> {
+    let host = HostResources::open(cfg)?;
+    let mut boots = 0u64;
+    loop {
+        boots += 1;
+        let vm = Vm::build(cfg, &host)?;
+        match vm.run()? {
+            StopReason::Device(VmRequest::PowerOff) => return Ok(Outcome::PowerOff),
+            StopReason::Device(VmRequest::Reset) if cfg.no_reboot => return Ok(Outcome::Reboot),
+            StopReason::Device(VmRequest::Reset) => {
+                log::info!("guest rebooted (boot {boots}); restarting the VM");
+            }
+            StopReason::Quit => return Ok(Outcome::Quit),
+            StopReason::Fault(msg) => return Err(RunError::GuestFault(msg)),
+        }
+    }
+}
+
+/// A built VM, ready to run.
+pub struct Vm {
+    _kvm: Kvm,
+    _fd: Arc<VmFd>,
+    mem: GuestMemoryMmap,
+    io_bus: Arc<Bus>,
+    mmio_bus: Arc<Bus>,
+    control: Arc<Control>,
+    machine: Machine,
+    vcpus: Vec<VcpuFd>,
+}
+
+/// Merges the memory map into contiguous spans backed by host memory (one KVM slot each).
+fn ram_spans(layout: &MemoryLayout) -> Vec<(u64, u64)> {
+    let mut spans: Vec<(u64, u64)> = Vec::new();
+    for r in &layout.regions {
+        debug_assert!(matches!(r.kind, RegionKind::Ram | RegionKind::Reserved));
+        match spans.last_mut() {
+            Some((start, size)) if *start + *size == r.start => *size += r.size,
+            _ => spans.push((r.start, r.size)),
+        }
+    }
+    spans
+}
+
+impl Vm {
+    pub fn build(cfg: &VmConfig, host: &HostResources) -> Result<Self, VmError> {
+        let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+        for (cap, name) in [
+            (Cap::Irqchip, "the in-kernel irqchip"),
+            (Cap::Pit2, "the in-kernel PIT"),
+            (Cap::ImmediateExit, "immediate_exit"),
+            (Cap::IrqRouting, "IRQ routing"),
+        ] {
+            if !kvm.check_extension(cap) {
+                return Err(VmError::MissingCap(name));
+            }
+        }
+        let max = kvm.get_max_vcpus();
+        if cfg.cpus as usize > max {
+            return Err(VmError::TooManyCpus {
+                asked: cfg.cpus,
+                max,
+            });
+        }
+        let recommended = kvm.get_nr_vcpus();
+        if cfg.cpus as usize > recommended {
+            log::warn!(
+                "--cpus {} is more than this host's KVM recommends ({recommended}); it may be slow",
+                cfg.cpus
+            );
+        }
+
+        let fd = Arc::new(kvm.create_vm().map_err(kvm_err("creating the VM"))?);
+        fd.set_tss_address(KVM_TSS_ADDR as usize)
+            .map_err(kvm_err("setting the TSS address"))?;
+        fd.set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
+            .map_err(kvm_err("setting the identity map address"))?;
+        fd.create_irq_chip()
+            .map_err(kvm_err("creating the irqchip"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        fd.create_pit2(pit).map_err(kvm_err("creating the PIT"))?;
+        crate::irq::set_pc_routing(&fd).map_err(kvm_err("setting GSI routing"))?;
+        // The MADT numbers the IOAPIC after the CPUs; KVM's starts with ID 0.
+        crate::irq::set_ioapic_id(&fd, cfg.cpus).map_err(kvm_err("setting the IOAPIC ID"))?;
+
+        let layout = MemoryLayout::new(cfg.memory)?;
+        let ranges: Vec<(GuestAddress, usize)> = ram_spans(&layout)
+            .into_iter()
+            .map(|(s, n)| (GuestAddress(s), n as usize))
+            .collect();
+        let mem = GuestMemoryMmap::from_ranges(&ranges)
+            .map_err(|e| VmError::Memory(format!("allocating {} bytes: {e}", cfg.memory)))?;
+        for (slot, region) in mem.iter().enumerate() {
+            let host_addr = region
+                .get_host_address(MemoryRegionAddress(0))
+                .map_err(|e| VmError::Memory(e.to_string()))?;
+            let r = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: region.start_addr().raw_value(),
+                memory_size: region.len(),
+                userspace_addr: host_addr as u64,
+            };
+            // SAFETY: the region stays mapped as long as `mem` lives; `Vm` declares the VM fd
+            // before `mem`, so the fd (and with it the slot) is dropped first, and vCPU threads,
+            // which hold clones of `mem`, are joined before `Vm` is dropped.
+            unsafe { fd.set_user_memory_region(r) }.map_err(kvm_err("registering guest memory"))?;
+        }
+
+        let control = Arc::new(Control::new().map_err(|e| VmError::Devices(e.to_string()))?);
+        let io_bus = Arc::new(Bus::new());
+        let mmio_bus = Arc::new(Bus::new());
+        let machine = Machine::create(MachineHost {
+            vm: fd.clone(),
+            io_bus: io_bus.clone(),
+            control: control.clone(),
+            layout: &layout,
+            host,
+        })
+        .map_err(VmError::Devices)?;
+
+        let tables = firmware::acpi::build(&firmware::acpi::AcpiConfig {
+            cpus: cfg.cpus as u8,
+            layout: &layout,
+            lpt: cfg.lpt.is_some(),
+        })
+        .map_err(|e| boot::BootError::Acpi(e.to_string()))?;
+        mem.write_slice(&tables.bytes, GuestAddress(tables.base))
+            .map_err(|e| boot::BootError::Acpi(e.to_string()))?;
+
+        let e820 = arch::e820::entries(&layout);
+        let entry = boot::load(
+            &mem,
+            &layout,
+            &cfg.kernel,
+            cfg.initrd.as_deref(),
+            &cfg.cmdline,
+            &e820,
+            tables.rsdp_addr,
+        )?;
+
+        let mut vcpus = Vec::new();
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("reading supported CPUID"))?;
+        for i in 0..cfg.cpus {
+            let vcpu = fd
+                .create_vcpu(u64::from(i))
+                .map_err(kvm_err("creating a vCPU"))?;
+            let mut cpuid = supported.clone();
+            arch::cpuid::configure(&mut cpuid, i, cfg.cpus);
+            vcpu.set_cpuid2(&cpuid).map_err(kvm_err("setting CPUID"))?;
+            setup_lapic(&vcpu)?;
+            if i == 0 {
+                setup_boot_cpu(&vcpu, &mem, entry)?;
+            }
+            vcpus.push(vcpu);
+        }
+
+        Ok(Self {
+            _kvm: kvm,
+            _fd: fd,
+            mem,
+            io_bus,
+            mmio_bus,
+            control,
+            machine,
+            vcpus,
+        })
+    }
+
+    /// Runs until the VM stops and says why.
+    pub fn run(mut self) -> Result<StopReason, VmError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut handles: Vec<VcpuHandle> = Vec::new();
+        for (i, fd) in self.vcpus.drain(..).enumerate() {
+            let ctx = VcpuContext {
+                index: i as u32,
+                fd,
+                io_bus: self.io_bus.clone(),
+                mmio_bus: self.mmio_bus.clone(),
+                mem: self.mem.clone(),
+                control: self.control.clone(),
+                stop: stop.clone(),
+            };
+            match vcpu::spawn(ctx) {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    stop_vcpus(&stop, &mut handles);
+                    return Err(VmError::Thread(e));
+                }
+            }
+        }
+        let subscribers = self
+            .machine
+            .subscribers(&self.control)
+            .map_err(|e| VmError::EventLoop(e.to_string()));
+        let result = subscribers.and_then(|s| {
+            crate::event_loop::run_until_stopped(s, &self.control)
+                .map_err(|e| VmError::EventLoop(e.to_string()))
+        });
+        stop_vcpus(&stop, &mut handles);
+        self.machine.shutdown();
+        result
+    }
+}
+
+fn stop_vcpus(stop: &AtomicBool, handles: &mut [VcpuHandle]) {
+    stop.store(true, Ordering::Release);
+    for h in handles.iter() {
+        h.kick();
+    }
+    for h in handles.iter_mut() {
+        h.join();
+    }
+}
+
+/// LAPIC local vector table as a BIOS leaves it: LINT0 in ExtINT mode (the PIC's output, for
+/// virtual-wire mode) and LINT1 as NMI.
+fn setup_lapic(vcpu: &VcpuFd) -> Result<(), VmError> {
+    const APIC_LVT0: usize = 0x350;
+    const APIC_LVT1: usize = 0x360;
+    const MODE_EXTINT: u32 = 0x7 << 8;
+    const MODE_NMI: u32 = 0x4 << 8;
+    let mut lapic = vcpu.get_lapic().map_err(kvm_err("reading the LAPIC"))?;
+    let mut set = |reg: usize, mode: u32| {
+        let bytes: &mut [u8] =
+            // SAFETY: `regs` is a plain byte array of 1024 bytes, viewed as u8.
+            unsafe { std::slice::from_raw_parts_mut(lapic.regs.as_mut_ptr() as *mut u8, lapic.regs.len()) };
+        let old = u32::from_le_bytes(bytes[reg..reg + 4].try_into().unwrap());
+        let new = (old & !0x700) | mode;
+        bytes[reg..reg + 4].copy_from_slice(&new.to_le_bytes());
+    };
+    set(APIC_LVT0, MODE_EXTINT);
+    set(APIC_LVT1, MODE_NMI);
+    vcpu.set_lapic(&lapic).map_err(kvm_err("setting the LAPIC"))
+}
+
+fn setup_boot_cpu(vcpu: &VcpuFd, mem: &GuestMemoryMmap, entry: EntryPoint) -> Result<(), VmError> {
+    let mut sregs = vcpu.get_sregs().map_err(kvm_err("reading sregs"))?;
+    arch::boot::setup_sregs(mem, &mut sregs, entry.long_mode)
+        .map_err(|e| VmError::Boot(e.into()))?;
+    vcpu.set_sregs(&sregs).map_err(kvm_err("setting sregs"))?;
+    vcpu.set_regs(&arch::boot::entry_regs(entry.addr, entry.long_mode))
+        .map_err(kvm_err("setting registers"))?;
+    vcpu.set_fpu(&arch::boot::reset_fpu())
+        .map_err(kvm_err("setting the FPU"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_merge_adjacent_regions() {
+        let l = MemoryLayout::new(5 << 30).unwrap();
+        let s = ram_spans(&l);
+        assert_eq!(
+            s,
+            vec![
+                (0, arch::layout::LEGACY_WINDOW_START),
+                (
+                    arch::layout::BIOS_AREA_START,
+                    arch::layout::PCI_HOLE_START - arch::layout::BIOS_AREA_START
+                ),
+                (
+                    arch::layout::FOUR_GIB,
+                    (5 << 30) - arch::layout::PCI_HOLE_START
+                ),
+            ]
+        );
+    }
+}
