@@ -1,6 +1,7 @@
 //! Why a VM stops, and the one place that records it: devices (reset, power-off), vCPUs (faults)
 //! and the user (escape key) all report here; the event loop wakes on the event fd.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use devices::{VmControl, VmRequest};
@@ -18,6 +19,7 @@ pub enum StopReason {
 
 pub struct Control {
     reason: Mutex<Option<StopReason>>,
+    stopping: AtomicBool,
     evt: EventFd,
 }
 
@@ -25,6 +27,7 @@ impl Control {
     pub fn new() -> std::io::Result<Self> {
         Ok(Self {
             reason: Mutex::new(None),
+            stopping: AtomicBool::new(false),
             evt: EventFd::new(EFD_NONBLOCK)?,
         })
     }
@@ -36,7 +39,14 @@ impl Control {
             *r = Some(reason);
         }
         drop(r);
+        self.stopping.store(true, Ordering::Release);
         let _ = self.evt.write(1);
+    }
+
+    /// True once any stop was requested: a vCPU checks this after each exit so that the
+    /// instruction after a reset or power-off write never runs, as on real hardware.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     pub fn reason(&self) -> Option<StopReason> {

@@ -43,6 +43,7 @@ pub struct Machine {
     pub pci: Arc<Mutex<PciRoot>>,
     pub post: Arc<Mutex<PostCode>>,
     consoles: [Arc<Mutex<crate::console::ConsoleBackend>>; 2],
+    cmos: Arc<Mutex<Option<devices::rtc::RtcState>>>,
 }
 
 impl InputSink for Serial {
@@ -98,6 +99,10 @@ impl Machine {
             h.layout.low_ram_end(),
             h.layout.high_ram_size(),
         )));
+        if let Some(saved) = h.host.cmos.lock().unwrap().as_ref() {
+            // A reboot: the CMOS is battery-backed, so time and NVRAM carry over.
+            rtc.lock().unwrap().restore(saved);
+        }
         place(bus, layout::RTC_PORT, 2, &rtc)?;
 
         let i8042 = Arc::new(Mutex::new(I8042::new(
@@ -138,6 +143,7 @@ impl Machine {
             pci,
             post,
             consoles: h.host.serial.clone(),
+            cmos: h.host.cmos.clone(),
         })
     }
 
@@ -160,8 +166,9 @@ impl Machine {
         Ok(v)
     }
 
-    /// Called when the VM has stopped: disarm timers.
+    /// Called when the VM has stopped: disarm timers and keep the CMOS for the next boot.
     pub fn shutdown(&self) {
         self.rtc_timer.set(None);
+        *self.cmos.lock().unwrap() = Some(self.rtc.lock().unwrap().state());
     }
 }

@@ -39,7 +39,8 @@ A TOML file takes the same settings: kernel, initrd, cmdline, memory (\"512M\" o
 serial, serial2, lpt, no_reboot. Paths in it are relative to the file. Flags override the file.
 
 Exit status: 0 when the guest powers off, or reboots under --no-reboot; 1 on any error, \
-including a guest that stops on a fault (the message says why, with RIP and CPU mode).")]
+including a guest that stops on a fault (the message says why, with RIP and CPU mode); 2 for \
+invalid flags.")]
 struct RunArgs {
     /// A VM configuration file (TOML).
     #[arg(value_name = "CONFIG.toml")]
@@ -93,7 +94,18 @@ impl log::Log for StderrLogger {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // One line: clap's first line, without its "error: " prefix and usage block.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("kettle: {first} (see kettle --help)");
+            return ExitCode::from(2);
+        }
+    };
     let logger = Box::leak(Box::new(StderrLogger(cli.log_level)));
     let _ = log::set_logger(logger);
     log::set_max_level(cli.log_level);

@@ -97,7 +97,7 @@ fn run(mut ctx: VcpuContext, page: Arc<AtomicU64>) {
     let run_ptr = ctx.fd.get_kvm_run() as *mut kvm_bindings::kvm_run as u64;
     page.store(run_ptr, Ordering::Release);
     let mut unhandled = RateLimit::default();
-    while !ctx.stop.load(Ordering::Acquire) {
+    while !ctx.stop.load(Ordering::Acquire) && !ctx.control.is_stopping() {
         let exit = ctx.fd.run();
         match exit {
             Ok(VcpuExit::IoIn(port, data)) => {

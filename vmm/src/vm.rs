@@ -85,6 +85,8 @@ pub enum RunError {
 pub struct HostResources {
     pub serial: [Arc<Mutex<ConsoleBackend>>; 2],
     pub lpt: Option<std::fs::File>,
+    /// The battery-backed CMOS (RTC and its RAM) as the last boot left it.
+    pub cmos: Arc<Mutex<Option<devices::rtc::RtcState>>>,
 }
 
 impl HostResources {
@@ -102,7 +104,11 @@ impl HostResources {
             ),
             None => None,
         };
-        Ok(Self { serial, lpt })
+        Ok(Self {
+            serial,
+            lpt,
+            cmos: Arc::new(Mutex::new(None)),
+        })
     }
 }
 

@@ -1,0 +1,168 @@
+//! Small purpose-built guest programs for the local KVM (TESTING.md: the local /dev/kvm is a
+//! software KVM that runs a few thousand instructions quickly, not Linux).
+//!
+//! A guest is 32-bit protected-mode assembly (GNU as syntax) wrapped into an ELF64 file with a
+//! PVH entry note, so kettle boots it through its ordinary `--kernel` ELF/PVH path: it starts at
+//! `_start` with flat 32-bit segments, paging off, and %ebx pointing at the hvm_start_info.
+//!
+//! The prelude gives every guest a few macros and subroutines:
+//! - `putc`: write %al to COM1 (waits for THRE);
+//! - `puts LABEL`: write a NUL-terminated string;
+//! - `puthex32`: write %eax as 8 hex digits;
+//! - `poweroff`: ACPI S5 through the PIIX4 PM1 control register (kettle exits 0);
+//! - `pci_read ADDR`: %eax = PCI config dword at the CONFIG_ADDRESS value ADDR.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Port of the PIIX4 PM block as kettle's firmware programs it (arch::layout::PM_IO_BASE).
+pub const PM_IO_BASE: u16 = 0x600;
+
+const PRELUDE: &str = r#"
+    .code32
+    .set COM1, 0x3f8
+    .set PM1_CNT, 0x604
+    .section .text
+    .globl _start
+
+    .macro puts label
+    mov $\label, %esi
+    call _puts
+    .endm
+
+    .macro poweroff
+    mov $PM1_CNT, %dx
+    mov $0x2000, %ax
+    out %ax, %dx
+    1: hlt
+    jmp 1b
+    .endm
+
+    .macro pci_read addr
+    mov $\addr, %eax
+    mov $0xcf8, %dx
+    out %eax, %dx
+    mov $0xcfc, %dx
+    in %dx, %eax
+    .endm
+
+_start:
+    mov $0x80000, %esp
+    jmp main
+
+putc:
+    push %edx
+    push %eax
+    mov $COM1+5, %dx
+1:  in %dx, %al
+    test $0x20, %al
+    jz 1b
+    pop %eax
+    mov $COM1, %dx
+    out %al, %dx
+    pop %edx
+    ret
+
+_puts:
+    push %eax
+1:  lodsb
+    test %al, %al
+    jz 2f
+    call putc
+    jmp 1b
+2:  pop %eax
+    ret
+
+puthex32:
+    push %ecx
+    push %eax
+    mov $8, %ecx
+1:  rol $4, %eax
+    push %eax
+    and $0xf, %al
+    add $'0', %al
+    cmp $'9', %al
+    jbe 2f
+    add $('a' - '9' - 1), %al
+2:  call putc
+    pop %eax
+    loop 1b
+    pop %eax
+    pop %ecx
+    ret
+"#;
+
+const NOTE_AND_LINK: &str = r#"
+    .section .note.Xen, "a", @note
+    .balign 4
+    .long 4
+    .long 4
+    .long 18
+    .asciz "Xen"
+    .long _start
+"#;
+
+const LINKER_SCRIPT: &str = r#"
+ENTRY(_start)
+SECTIONS {
+    . = 0x100000;
+    .text : { *(.text) *(.rodata*) *(.data*) }
+    .note : { *(.note*) }
+    /DISCARD/ : { *(.comment) *(.eh_frame) }
+}
+"#;
+
+fn scratch_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "kettle-guest-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&d).expect("creating a scratch directory");
+    d
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {what}: {e} (is binutils installed?)"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Assembles `body` (which must define `main`) into a PVH ELF guest; returns its path.
+pub fn build(name: &str, body: &str) -> PathBuf {
+    let dir = scratch_dir();
+    let src = dir.join(format!("{name}.S"));
+    let obj = dir.join(format!("{name}.o"));
+    let elf = dir.join(format!("{name}.elf"));
+    let ld = dir.join("guest.ld");
+    std::fs::write(&src, format!("{PRELUDE}\n{body}\n{NOTE_AND_LINK}")).unwrap();
+    std::fs::write(&ld, LINKER_SCRIPT).unwrap();
+    run(
+        Command::new("as").arg("--64").arg("-o").arg(&obj).arg(&src),
+        "as",
+    );
+    run(
+        Command::new("ld")
+            .args(["-m", "elf_x86_64", "-nostdlib", "-T"])
+            .arg(&ld)
+            .arg("-o")
+            .arg(&elf)
+            .arg(&obj),
+        "ld",
+    );
+    elf
+}
+
+/// Removes a guest's scratch directory.
+pub fn remove(elf: &Path) {
+    if let Some(d) = elf.parent() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
