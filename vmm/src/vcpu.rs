@@ -266,7 +266,7 @@ struct RateLimit(u64);
 impl RateLimit {
     fn allow(&mut self) -> bool {
         self.0 += 1;
-        self.0 <= 10 || self.0 % 1000 == 0
+        self.0 <= 10 || self.0.is_multiple_of(1000)
     }
 }
 
