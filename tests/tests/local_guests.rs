@@ -566,3 +566,87 @@ fn config_file_gives_the_same_settings() {
     assert!(err.contains("--cpus must be at least 1"), "{err}");
     guest::remove(&elf);
 }
+
+#[test]
+fn unix_socket_console_carries_both_directions_on_com2() {
+    // The guest greets on COM2 before anyone is connected (kettle keeps it for the client),
+    // then echoes what arrives until a '.'.
+    let elf = guest::build(
+        "unixecho",
+        r#"
+    .set COM2, 0x2f8
+putc2:
+    push %edx
+    push %eax
+    mov $COM2+5, %dx
+1:  in %dx, %al
+    test $0x20, %al
+    jz 1b
+    pop %eax
+    mov $COM2, %dx
+    out %al, %dx
+    pop %edx
+    ret
+main:
+    mov $hello, %esi
+2:  lodsb
+    test %al, %al
+    jz 3f
+    call putc2
+    jmp 2b
+3:  mov $COM2+5, %dx
+    in %dx, %al
+    test $1, %al
+    jz 3b
+    mov $COM2, %dx
+    in %dx, %al
+    cmp $'.', %al
+    je 4f
+    call putc2
+    jmp 3b
+4:  poweroff
+hello: .asciz "hi> "
+"#,
+    );
+    let sock = elf.with_extension("sock");
+    let child = Command::new(kettle_binary())
+        .arg("run")
+        .arg("--kernel")
+        .arg(&elf)
+        .args(["--serial", "none", "--serial2"])
+        .arg(format!("unix:{}", sock.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let mut conn = loop {
+        match std::os::unix::net::UnixStream::connect(&sock) {
+            Ok(c) => break c,
+            Err(_) if start.elapsed() < Duration::from_secs(20) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("connecting to {}: {e}", sock.display()),
+        }
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    conn.write_all(b"ping.").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while got.len() < b"hi> ping".len() {
+        let n = conn
+            .read(&mut buf)
+            .expect("reading from the console socket");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let (code, _, stderr) = wait_with_timeout(child, Duration::from_secs(60));
+    guest::remove(&elf);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&got), "hi> ping");
+    assert!(!sock.exists(), "kettle removes its socket on exit");
+}

@@ -52,6 +52,8 @@ pub enum ConfigError {
         value: String,
         err: String,
     },
+    #[error("--serial and --serial2 both use {0}; give each port its own backend")]
+    SharedSerialBackend(String),
     #[error("kernel command line is {0} bytes; Linux accepts at most 2047")]
     CmdlineTooLong(usize),
 }
@@ -277,6 +279,9 @@ impl VmConfig {
                 return Err(ConfigError::MemoryTooLarge(mem, MemSize(host)));
             }
         }
+        if self.serial == self.serial2 && self.serial != SerialSpec::None {
+            return Err(ConfigError::SharedSerialBackend(self.serial.to_string()));
+        }
         if self.cmdline.len() >= arch::boot::CMDLINE_MAX {
             return Err(ConfigError::CmdlineTooLong(self.cmdline.len()));
         }
@@ -416,6 +421,14 @@ mod tests {
         })
         .contains("is not a regular file"));
         assert!(err(Overrides::default()).starts_with("no kernel given"));
+        assert_eq!(
+            err(Overrides {
+                serial: Some(SerialSpec::Stdio),
+                serial2: Some(SerialSpec::Stdio),
+                ..base()
+            }),
+            "--serial and --serial2 both use stdio; give each port its own backend"
+        );
     }
 
     #[test]
