@@ -650,3 +650,106 @@ hello: .asciz "hi> "
     assert_eq!(String::from_utf8_lossy(&got), "hi> ping");
     assert!(!sock.exists(), "kettle removes its socket on exit");
 }
+
+#[test]
+fn rtc_periodic_interrupt_reaches_the_guest_through_the_pic() {
+    // The guest remaps the PIC, unmasks IRQ 8 only, programs a 1024 Hz periodic RTC interrupt
+    // and counts 20 of them (acknowledging each by reading register C), then powers off.
+    let start = Instant::now();
+    let r = run_guest(
+        "rtcirq",
+        r#"
+main:
+    # IDT: 256 gates, all to `stray`, vector 0x28 (IRQ 8 after remapping) to `rtc_isr`.
+    mov $idt, %edi
+    xor %ecx, %ecx
+1:  mov $stray, %eax
+    cmp $0x28, %ecx
+    jne 2f
+    mov $rtc_isr, %eax
+2:  mov %ax, (%edi)
+    movw $0x10, 2(%edi)
+    movw $0x8e00, 4(%edi)
+    shr $16, %eax
+    mov %ax, 6(%edi)
+    add $8, %edi
+    inc %ecx
+    cmp $256, %ecx
+    jne 1b
+    lidt idtr
+    # PIC: master vectors 0x20-0x27, slave 0x28-0x2f, cascade on IRQ2.
+    mov $0x11, %al
+    out %al, $0x20
+    out %al, $0xa0
+    mov $0x20, %al
+    out %al, $0x21
+    mov $0x28, %al
+    out %al, $0xa1
+    mov $0x04, %al
+    out %al, $0x21
+    mov $0x02, %al
+    out %al, $0xa1
+    mov $0x01, %al
+    out %al, $0x21
+    out %al, $0xa1
+    mov $0xfb, %al      # master: only the cascade
+    out %al, $0x21
+    mov $0xfe, %al      # slave: only IRQ 8
+    out %al, $0xa1
+    # RTC: 1024 Hz periodic interrupt (rate 6), PIE on.
+    mov $0x0a, %al
+    out %al, $0x70
+    mov $0x26, %al
+    out %al, $0x71
+    mov $0x0b, %al
+    out %al, $0x70
+    in $0x71, %al
+    or $0x40, %al
+    mov %al, %bl
+    mov $0x0b, %al
+    out %al, $0x70
+    mov %bl, %al
+    out %al, $0x71
+    xor %ebp, %ebp
+wait_irq:
+    mov $0x80000, %esp
+    cmp $20, %ebp
+    jae 4f
+    sti
+    hlt
+    jmp wait_irq
+4:  cli
+    mov %ebp, %eax
+    call puthex32
+    poweroff
+
+# Handlers never return with iret (the local software KVM cannot emulate it): the interrupted
+# code is always the hlt in wait_irq, so they reset the stack and go back there.
+rtc_isr:
+    mov $0x0c, %al
+    out %al, $0x70
+    in $0x71, %al
+    inc %ebp
+    mov $0x20, %al
+    out %al, $0xa0
+    out %al, $0x20
+    jmp wait_irq
+stray:
+    mov $'!', %al
+    call putc
+    jmp wait_irq
+
+    .balign 8
+idtr: .word 256*8-1
+      .long idt
+    .balign 8
+idt: .fill 256*8, 1, 0
+
+"#,
+        &[],
+    );
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    assert_eq!(r.serial, "00000014", "20 RTC interrupts and no stray ones");
+    // 20 periods of 1/1024 s take at least 19 ms (kettle must not fire early).
+    assert!(start.elapsed() >= Duration::from_millis(19));
+}
