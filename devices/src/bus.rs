@@ -5,6 +5,19 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+/// Logs a warning for an access a device ignores, rate-limited per call site: the first 8,
+/// then one in 1024, so a guest hammering an unimplemented register cannot flood the log.
+macro_rules! warn_limited {
+    ($($arg:tt)+) => {{
+        static SEEN: ::std::sync::atomic::AtomicU32 = ::std::sync::atomic::AtomicU32::new(0);
+        let n = SEEN.fetch_add(1, ::std::sync::atomic::Ordering::Relaxed);
+        if n < 8 || n % 1024 == 0 {
+            ::log::warn!($($arg)+);
+        }
+    }};
+}
+pub(crate) use warn_limited;
+
 /// A device reachable through a range of port or memory addresses.
 ///
 /// `offset` is relative to the base address the device was inserted at; `data.len()` is the

@@ -264,7 +264,7 @@ impl PciFunction for I440bx {
             log::debug!("i440BX: PAM0-6 now {pam:02x?} (shadowing is not applied)");
         }
         if offset >= 0x40 && !Self::defined(offset, end) {
-            crate::pci::warn_limited!(
+            crate::bus::warn_limited!(
                 "i440BX: write of {data:02x?} to undefined config register {offset:#04x} ignored"
             );
         }

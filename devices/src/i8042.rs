@@ -32,6 +32,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::bus::warn_limited;
 use crate::bus::{BusDevice, Irq, VmControl, VmRequest};
 
 /// Register offsets, bit layouts, commands and responses.
@@ -183,8 +184,6 @@ use spec::*;
 /// Bytes a device may hold for the controller. A real keyboard buffers 16; host key input can
 /// arrive in bursts (a paste), so this is larger.
 pub const DEVICE_QUEUE_LIMIT: usize = 1024;
-
-const WARN_LIMIT: u32 = 16;
 
 /// Which side of the controller a byte in the output buffer belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -611,7 +610,6 @@ pub struct I8042 {
     control: Arc<dyn VmControl>,
     kbd_irq_level: bool,
     aux_irq_level: bool,
-    warnings: u32,
 
     // Guest-visible state.
     ram: [u8; 32],
@@ -637,7 +635,6 @@ impl I8042 {
             control,
             kbd_irq_level: false,
             aux_irq_level: false,
-            warnings: 0,
             ram,
             output_port: OUT_POWER_ON,
             command_last: false,
@@ -808,17 +805,7 @@ impl I8042 {
     }
 
     fn unhandled(&mut self, what: &str, value: u8) {
-        self.warnings = self.warnings.saturating_add(1);
-        if self.warnings <= WARN_LIMIT {
-            log::warn!(
-                "i8042: {what} {value:#04x} ignored{}",
-                if self.warnings == WARN_LIMIT {
-                    "; further ignored accesses not logged"
-                } else {
-                    ""
-                }
-            );
-        }
+        warn_limited!("i8042: {what} {value:#04x} ignored");
     }
 
     fn write_output_port(&mut self, v: u8) {

@@ -23,6 +23,7 @@
 
 use std::io::Write;
 
+use crate::bus::warn_limited;
 use crate::bus::{BusDevice, Irq};
 
 /// Register offsets and bit layouts.
@@ -77,8 +78,6 @@ pub mod spec {
 
 use spec::*;
 
-const WARN_LIMIT: u32 = 16;
-
 /// The guest-visible state of an [`Lpt`], for snapshots.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LptState {
@@ -94,8 +93,6 @@ pub struct Lpt {
     // Runtime handles.
     irq: Irq,
     out: Option<Box<dyn Write + Send>>,
-    warnings: u32,
-    write_errors: u32,
 
     // Guest-visible state.
     data: u8,
@@ -109,8 +106,6 @@ impl Lpt {
         Self {
             irq,
             out,
-            warnings: 0,
-            write_errors: 0,
             data: 0,
             control: CONTROL_RESET,
         }
@@ -139,17 +134,7 @@ impl Lpt {
         let byte = self.data;
         if let Some(out) = self.out.as_mut() {
             if let Err(e) = out.write_all(&[byte]).and_then(|_| out.flush()) {
-                self.write_errors = self.write_errors.saturating_add(1);
-                if self.write_errors <= WARN_LIMIT {
-                    log::warn!(
-                        "lpt: printed byte lost: {e}{}",
-                        if self.write_errors == WARN_LIMIT {
-                            " (further output errors not logged)"
-                        } else {
-                            ""
-                        }
-                    );
-                }
+                warn_limited!("lpt: printed byte lost: {e}");
             }
         }
         if self.control & CONTROL_IRQ_ENABLE != 0 {
@@ -160,17 +145,7 @@ impl Lpt {
     }
 
     fn unhandled(&mut self, what: &str, offset: u64, value: u8) {
-        self.warnings = self.warnings.saturating_add(1);
-        if self.warnings <= WARN_LIMIT {
-            log::warn!(
-                "lpt: {what} at offset {offset} (value {value:#04x}) ignored{}",
-                if self.warnings == WARN_LIMIT {
-                    "; further ignored accesses not logged"
-                } else {
-                    ""
-                }
-            );
-        }
+        warn_limited!("lpt: {what} at offset {offset} (value {value:#04x}) ignored");
     }
 
     fn read_register(&mut self, offset: u64) -> u8 {

@@ -94,20 +94,6 @@ pub mod spec {
     pub const RC_RESET_CPU: u8 = 1 << 2;
 }
 
-/// Logs a warning about a guest access a device does not implement, rate-limited per call site:
-/// the first 8 occurrences, then one in every 1024, so that a guest hammering one register cannot
-/// flood the log.
-macro_rules! warn_limited {
-    ($($arg:tt)+) => {{
-        static SEEN: ::std::sync::atomic::AtomicU32 = ::std::sync::atomic::AtomicU32::new(0);
-        let n = SEEN.fetch_add(1, ::std::sync::atomic::Ordering::Relaxed);
-        if n < 8 || n % 1024 == 0 {
-            ::log::warn!($($arg)+);
-        }
-    }};
-}
-pub(crate) use warn_limited;
-
 /// One function of a PCI device as configuration cycles see it.
 pub trait PciFunction: Send {
     /// Reads the dword at `offset`, a multiple of 4 below 256. Undefined registers read as 0.

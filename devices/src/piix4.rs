@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use arch::layout::{PM_IO_BASE, PM_IO_LEN, SMBUS_IO_BASE};
 
+use crate::bus::warn_limited;
 use crate::bus::{Bus, BusDevice, BusError, Irq, Timer, VmControl, VmRequest};
-use crate::pci::{spec as pci, warn_limited, ConfigSpace, PciFunction};
+use crate::pci::{spec as pci, ConfigSpace, PciFunction};
 use crate::rtc::{Clock, MonotonicClock};
 
 /// Register offsets, reset values and bits from the PIIX4 datasheet.

@@ -24,8 +24,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::bus::warn_limited;
 use crate::bus::{BusDevice, Irq, Timer};
-use crate::pci::warn_limited;
 
 /// A monotonic time source for devices that count time (RTC, PM timer). The VMM may supply one
 /// that stops while the VM is paused; tests supply a fake.

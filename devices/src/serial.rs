@@ -23,6 +23,7 @@
 use std::collections::VecDeque;
 use std::io::Write;
 
+use crate::bus::warn_limited;
 use crate::bus::{BusDevice, Irq};
 
 /// Register offsets and bit layouts (PC16550D datasheet section 8).
@@ -124,9 +125,6 @@ use spec::*;
 /// Host input waiting for the guest, beyond the 16-byte FIFO.
 pub const RX_BACKLOG_LIMIT: usize = 4096;
 
-/// Warnings about unimplemented accesses logged per device before going quiet.
-const WARN_LIMIT: u32 = 16;
-
 /// The guest-visible state of a [`Serial`], for snapshots.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SerialState {
@@ -158,8 +156,6 @@ pub struct Serial {
     irq: Irq,
     out: Box<dyn Write + Send>,
     irq_level: bool,
-    warnings: u32,
-    write_errors: u32,
 
     // Guest-visible state.
     dll: u8,
@@ -186,8 +182,6 @@ impl Serial {
             irq,
             out,
             irq_level: false,
-            warnings: 0,
-            write_errors: 0,
             dll: RESET_DIVISOR as u8,
             dlm: (RESET_DIVISOR >> 8) as u8,
             ier: 0,
@@ -426,34 +420,14 @@ impl Serial {
                 }
             }
         } else if let Err(e) = self.out.write_all(&[byte]).and_then(|_| self.out.flush()) {
-            self.write_errors = self.write_errors.saturating_add(1);
-            if self.write_errors <= WARN_LIMIT {
-                log::warn!(
-                    "serial: transmitted byte lost: {e}{}",
-                    if self.write_errors == WARN_LIMIT {
-                        " (further output errors not logged)"
-                    } else {
-                        ""
-                    }
-                );
-            }
+            warn_limited!("serial: transmitted byte lost: {e}");
         }
         // The THR empties at once; its interrupt condition is set again.
         self.thr_pending = true;
     }
 
     fn unhandled(&mut self, what: &str, offset: u64, value: u8) {
-        self.warnings = self.warnings.saturating_add(1);
-        if self.warnings <= WARN_LIMIT {
-            log::warn!(
-                "serial: {what} at offset {offset} (value {value:#04x}) ignored{}",
-                if self.warnings == WARN_LIMIT {
-                    "; further ignored accesses not logged"
-                } else {
-                    ""
-                }
-            );
-        }
+        warn_limited!("serial: {what} at offset {offset} (value {value:#04x}) ignored");
     }
 
     fn read_register(&mut self, offset: u64) -> u8 {
