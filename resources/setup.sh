@@ -5,7 +5,8 @@
 #
 # Installs (apt, as root or through sudo) only what is missing: a C toolchain and binutils (the
 # test suite assembles its small guest programs), QEMU for the nested test host, busybox,
-# cpio/kmod/xz/zstd for building initramfs images, qemu-utils. Checks that cargo is there and
+# cpio/kmod/xz/zstd for building initramfs images, qemu-utils and libvhdi-utils (independent
+# VHD tools the tests check kettle's files against). Checks that cargo is there and
 # says how to get it when it is not. Safe to run again: it does nothing when all is present.
 set -euo pipefail
 
@@ -18,6 +19,8 @@ want as binutils
 want ld binutils
 want qemu-system-x86_64 qemu-system-x86
 want qemu-img qemu-utils
+want vhdiinfo libvhdi-utils
+want vhdimount libvhdi-utils
 want cpio cpio
 want depmod kmod
 want xz xz-utils
@@ -33,7 +36,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     fi
     echo "setup.sh: installing ${need_pkgs[*]}" >&2
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+    # shellcheck disable=SC2046
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $(printf '%s\n' "${need_pkgs[@]}" | sort -u) >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
