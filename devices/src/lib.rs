@@ -6,6 +6,7 @@
 //! a [`VmControl`] when it can reset or power off the machine. The VMM owns the wiring.
 
 pub mod bus;
+pub mod dma;
 pub mod i440bx;
 pub mod i8042;
 pub mod lpt;
@@ -13,6 +14,7 @@ pub mod pci;
 pub mod piix4;
 pub mod post;
 pub mod rtc;
+pub mod scsi;
 pub mod serial;
 
 pub use bus::{Bus, BusDevice, BusError, Irq, IrqLine, SharedDevice, Timer, VmControl, VmRequest};
