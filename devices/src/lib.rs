@@ -9,6 +9,7 @@ pub mod bus;
 pub mod dma;
 pub mod i440bx;
 pub mod i8042;
+pub mod ide;
 pub mod lpt;
 pub mod pci;
 pub mod piix4;

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 use crate::console::SerialSpec;
+use crate::storage::{assign_slots, DriveKind, DriveSpec, UndoAction};
 
 /// Default guest RAM: 256 MiB.
 pub const DEFAULT_MEMORY: u64 = 256 << 20;
@@ -52,6 +53,8 @@ pub enum ConfigError {
         value: String,
         err: String,
     },
+    #[error("{0}")]
+    Drives(String),
     #[error("--serial and --serial2 both use {0}; give each port its own backend")]
     SharedSerialBackend(String),
     #[error("kernel command line is {0} bytes; Linux accepts at most 2047")]
@@ -132,6 +135,10 @@ pub struct VmConfig {
     pub serial2: SerialSpec,
     pub lpt: Option<LptSpec>,
     pub no_reboot: bool,
+    /// IDE drives: disks and CD-ROMs, positions resolved at start.
+    pub drives: Vec<DriveSpec>,
+    /// What happens to undo disks when the VM stops.
+    pub undo_action: UndoAction,
 }
 
 /// The same settings as the flags, as they appear in a TOML file. Every field is optional; paths
@@ -148,6 +155,31 @@ pub struct FileConfig {
     pub serial2: Option<String>,
     pub lpt: Option<String>,
     pub no_reboot: Option<bool>,
+    /// Disks, each `[ideC:D=]PATH[,readonly][,undo]` as for `--disk`.
+    pub disk: Option<OneOrMany>,
+    /// CD images, each `[ideC:D=]PATH` as for `--cdrom`.
+    pub cdrom: Option<OneOrMany>,
+    pub undo_action: Option<String>,
+    /// The file's directory, for relative image paths.
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+/// A TOML value that is one string or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
 }
 
 /// A size in a TOML file: a number of bytes or a string like "512M".
@@ -170,6 +202,11 @@ pub struct Overrides {
     pub serial2: Option<SerialSpec>,
     pub lpt: Option<LptSpec>,
     pub no_reboot: bool,
+    /// `--disk` values; when any are given they replace the file's disks.
+    pub disks: Vec<DriveSpec>,
+    /// `--cdrom` values; when any are given they replace the file's CDs.
+    pub cdroms: Vec<DriveSpec>,
+    pub undo_action: Option<UndoAction>,
 }
 
 impl FileConfig {
@@ -237,6 +274,39 @@ impl VmConfig {
             (None, Some(l)) => Some(parse_value("lpt", &l)?),
             (None, None) => None,
         };
+        let parse_drives =
+            |kind, list: Option<OneOrMany>, what| -> Result<Vec<DriveSpec>, ConfigError> {
+                list.map(OneOrMany::into_vec)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|s| {
+                        DriveSpec::parse(kind, s)
+                            .map(|d| d.relative_to(&f.dir))
+                            .map_err(|err| ConfigError::BadValue {
+                                what,
+                                value: s.clone(),
+                                err,
+                            })
+                    })
+                    .collect()
+            };
+        let file_disks = parse_drives(DriveKind::Disk, f.disk, "disk")?;
+        let file_cdroms = parse_drives(DriveKind::Cdrom, f.cdrom, "cdrom")?;
+        let mut drives = if o.disks.is_empty() {
+            file_disks
+        } else {
+            o.disks
+        };
+        drives.extend(if o.cdroms.is_empty() {
+            file_cdroms
+        } else {
+            o.cdroms
+        });
+        let undo_action = match (o.undo_action, f.undo_action) {
+            (Some(a), _) => a,
+            (None, Some(a)) => parse_value("undo_action", &a)?,
+            (None, None) => UndoAction::Keep,
+        };
         let cfg = VmConfig {
             kernel: o.kernel.or(f.kernel).ok_or(ConfigError::NoKernel)?,
             initrd: o.initrd.or(f.initrd),
@@ -250,6 +320,8 @@ impl VmConfig {
             serial2,
             lpt,
             no_reboot: o.no_reboot || f.no_reboot.unwrap_or(false),
+            drives,
+            undo_action,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -278,6 +350,17 @@ impl VmConfig {
             if self.memory > host {
                 return Err(ConfigError::MemoryTooLarge(mem, MemSize(host)));
             }
+        }
+        assign_slots(&self.drives).map_err(ConfigError::Drives)?;
+        for d in &self.drives {
+            check_file(
+                if d.kind == DriveKind::Disk {
+                    "disk"
+                } else {
+                    "CD image"
+                },
+                &d.path,
+            )?;
         }
         if self.serial == self.serial2 && self.serial != SerialSpec::None {
             return Err(ConfigError::SharedSerialBackend(self.serial.to_string()));

@@ -5,12 +5,15 @@ use std::sync::{Arc, Mutex};
 
 use arch::layout::{self, MemoryLayout};
 use devices::i440bx::I440bx;
+use devices::dma::GuestMemory;
 use devices::i8042::I8042;
+use devices::ide::{spec as ide_spec, IdeDrive, IdeDrives, Piix4Ide};
 use devices::lpt::Lpt;
 use devices::pci::{PciConfigMech1, PciRoot};
 use devices::piix4::{Piix4Isa, Piix4Pm, Port92};
 use devices::post::PostCode;
 use devices::rtc::Rtc;
+use devices::scsi::ScsiCdrom;
 use devices::serial::Serial;
 use devices::{Bus, Irq, SharedDevice, VmControl};
 use kvm_ioctls::VmFd;
@@ -19,11 +22,15 @@ use crate::control::Control;
 use crate::event_loop::{ConsoleInput, InputSink, Subscriber, TimerWatch};
 use crate::irq::KvmIrq;
 use crate::timer::{DeviceTimer, TimerFd};
+use crate::storage::DriveKind;
 use crate::vm::HostResources;
 
 /// PCI device numbers on bus 0.
 pub const I440BX_DEVFN: (u8, u8) = (0, 0);
 pub const PIIX4_ISA_DEVFN: (u8, u8) = (7, 0);
+pub const PIIX4_IDE_DEVFN: (u8, u8) = (7, 1);
+/// The PIIX4 IDE channels' legacy interrupt lines.
+pub const IDE_IRQS: [u32; 2] = [14, 15];
 pub const PIIX4_PM_DEVFN: (u8, u8) = (7, 3);
 
 /// What the machine is built from.
@@ -33,6 +40,8 @@ pub struct MachineHost<'a> {
     pub control: Arc<Control>,
     pub layout: &'a MemoryLayout,
     pub host: &'a HostResources,
+    /// Guest RAM for bus-master DMA.
+    pub mem: GuestMemory,
 }
 
 /// The platform devices of one boot of the VM.
@@ -44,6 +53,22 @@ pub struct Machine {
     pub post: Arc<Mutex<PostCode>>,
     consoles: [Arc<Mutex<crate::console::ConsoleBackend>>; 2],
     cmos: Arc<Mutex<Option<devices::rtc::RtcState>>>,
+}
+
+/// The IDE drives of this boot, from the drives the host opened once for the whole run (a CD
+/// drive is new each boot: a reset powers its state up again).
+fn ide_drives(host: &HostResources) -> IdeDrives {
+    let mut drives: IdeDrives = Default::default();
+    for d in &host.drives {
+        let drive = match d.kind {
+            DriveKind::Disk => IdeDrive::disk(d.backend.clone()),
+            DriveKind::Cdrom => IdeDrive::cdrom(Arc::new(Mutex::new(ScsiCdrom::new(Some(
+                d.backend.clone(),
+            ))))),
+        };
+        drives[usize::from(d.slot.channel)][usize::from(d.slot.device)] = Some(drive);
+    }
+    drives
 }
 
 impl InputSink for Serial {
@@ -132,6 +157,26 @@ impl Machine {
             .map_err(|e| format!("PIIX4 power management: {e}"))?;
         root.add(PIIX4_PM_DEVFN, Arc::new(Mutex::new(pm)))
             .map_err(|e| e.to_string())?;
+        let ide = Arc::new(Mutex::new(
+            Piix4Ide::new(
+                bus.clone(),
+                [irq(IDE_IRQS[0]), irq(IDE_IRQS[1])],
+                h.mem.clone(),
+                ide_drives(h.host),
+            )
+            .map_err(|e| format!("PIIX4 IDE: {e}"))?,
+        ));
+        for ch in 0..2 {
+            let (cmd, ctl) = ide.lock().unwrap().channel_ports(ch);
+            for (base, len, dev) in [
+                (ide_spec::COMMAND_BLOCK[ch], ide_spec::COMMAND_BLOCK_LEN, cmd),
+                (ide_spec::CONTROL_BLOCK[ch], ide_spec::CONTROL_BLOCK_LEN, ctl),
+            ] {
+                bus.insert(u64::from(base), u64::from(len), dev)
+                    .map_err(|e| format!("placing IDE channel {ch} at {base:#x}: {e}"))?;
+            }
+        }
+        root.add(PIIX4_IDE_DEVFN, ide).map_err(|e| e.to_string())?;
         let pci = Arc::new(Mutex::new(root));
         let mech = Arc::new(Mutex::new(PciConfigMech1::new(pci.clone(), control)));
         place(bus, layout::PCI_CONFIG_PORT, 8, &mech)?;

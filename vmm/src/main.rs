@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use vmm::config::{FileConfig, LptSpec, MemSize, Overrides, VmConfig};
 use vmm::console::SerialSpec;
+use vmm::storage::{DriveKind, DriveSpec, UndoAction};
 use vmm::vm::Outcome;
 
 #[derive(Parser)]
@@ -28,6 +29,9 @@ enum Command {
     /// Boot a VM: a Linux kernel (bzImage, or ELF with a PVH note) with an optional initrd, on
     /// the i440BX/PIIX4 machine. Exits 0 when the guest powers off.
     Run(RunArgs),
+    /// Create, inspect, check, convert, merge, compact and resize VHD disk images; commit or
+    /// discard undo disks; make differencing clones.
+    Vhd(vmm::vhd_cmd::VhdArgs),
 }
 
 #[derive(Args)]
@@ -72,6 +76,19 @@ struct RunArgs {
     /// When the guest reboots, exit (status 0) instead of restarting the VM.
     #[arg(long)]
     no_reboot: bool,
+    /// An IDE hard disk: `[ideC:D=]PATH[,readonly][,undo]`, VHD (fixed, dynamic or
+    /// differencing) or raw, told apart by content. Without a position it takes the first free
+    /// one of ide0:0, ide0:1, ide1:0, ide1:1 (ide1:0 is kept for a CD). `undo` runs the disk
+    /// with an undo file PATH.vud that holds all changes. Repeatable, up to 4 drives in all.
+    #[arg(long, value_name = "DRIVE", value_parser = |s: &str| DriveSpec::parse(DriveKind::Disk, s))]
+    disk: Vec<DriveSpec>,
+    /// An ATAPI CD/DVD drive with an ISO image: `[ideC:D=]PATH.iso` [default position ide1:0].
+    #[arg(long, value_name = "ISO", value_parser = |s: &str| DriveSpec::parse(DriveKind::Cdrom, s))]
+    cdrom: Vec<DriveSpec>,
+    /// What to do with undo disks when the VM stops: keep (commit or discard later with
+    /// `kettle vhd commit|discard`), commit, or discard [default: keep].
+    #[arg(long, value_name = "ACTION")]
+    undo_action: Option<UndoAction>,
 }
 
 struct StderrLogger(log::LevelFilter);
@@ -100,8 +117,17 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line: clap's first line, without its "error: " prefix and usage block.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let mut lines = text.lines();
+            let first = lines.next().unwrap_or("invalid arguments");
+            let mut first = first.strip_prefix("error: ").unwrap_or(first).to_string();
+            // "the following required arguments were not provided:" lists them below.
+            if first.ends_with(':') {
+                let listed: Vec<&str> = lines
+                    .take_while(|l| l.starts_with("  "))
+                    .map(str::trim)
+                    .collect();
+                first = format!("{} {}", first.trim_end_matches(':'), listed.join(", "));
+            }
             eprintln!("kettle: {first} (see kettle --help)");
             return ExitCode::from(2);
         }
@@ -117,6 +143,15 @@ fn main() -> ExitCode {
 
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Vhd(args) => {
+            return match vmm::vhd_cmd::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("kettle: {e}");
+                    ExitCode::from(e.status)
+                }
+            }
+        }
     };
     vmm::console::restore_terminal();
     match result {
@@ -150,6 +185,9 @@ fn run(a: RunArgs) -> Result<Option<String>, String> {
             serial2: a.serial2,
             lpt: a.lpt,
             no_reboot: a.no_reboot,
+            disks: a.disk,
+            cdroms: a.cdrom,
+            undo_action: a.undo_action,
         },
     )
     .map_err(|e| e.to_string())?;

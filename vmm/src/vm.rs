@@ -79,6 +79,8 @@ pub enum RunError {
     GuestFault(String),
     #[error("{0}")]
     Console(String),
+    #[error("{0}")]
+    Storage(String),
 }
 
 /// Host-side resources that outlive guest reboots: console backends and the LPT output file.
@@ -87,6 +89,8 @@ pub struct HostResources {
     pub lpt: Option<std::fs::File>,
     /// The battery-backed CMOS (RTC and its RAM) as the last boot left it.
     pub cmos: Arc<Mutex<Option<devices::rtc::RtcState>>>,
+    /// IDE drives, opened (and locked) once for the whole run.
+    pub drives: Vec<crate::storage::OpenDrive>,
 }
 
 impl HostResources {
@@ -104,10 +108,12 @@ impl HostResources {
             ),
             None => None,
         };
+        let drives = crate::storage::open_drives(&cfg.drives).map_err(RunError::Storage)?;
         Ok(Self {
             serial,
             lpt,
             cmos: Arc::new(Mutex::new(None)),
+            drives,
         })
     }
 }
@@ -115,10 +121,22 @@ impl HostResources {
 /// Runs the VM described by `cfg` until the guest powers off (or reboots with `no_reboot`).
 pub fn run(cfg: &VmConfig) -> Result<Outcome, RunError> {
     let host = HostResources::open(cfg)?;
+    let outcome = run_boots(cfg, &host);
+    // Close every image (flushing it and dropping its lock) before touching undo files.
+    let undo_files: Vec<_> = host.drives.iter().filter_map(|d| d.undo.clone()).collect();
+    let flushed = host.flush_drives();
+    drop(host);
+    let outcome = outcome?;
+    flushed?;
+    crate::storage::finish_undo(&undo_files, cfg.undo_action).map_err(RunError::Storage)?;
+    Ok(outcome)
+}
+
+fn run_boots(cfg: &VmConfig, host: &HostResources) -> Result<Outcome, RunError> {
     let mut boots = 0u64;
     loop {
         boots += 1;
-        let vm = Vm::build(cfg, &host)?;
+        let vm = Vm::build(cfg, host)?;
         match vm.run()? {
             StopReason::Device(VmRequest::PowerOff) => return Ok(Outcome::PowerOff),
             StopReason::Device(VmRequest::Reset) if cfg.no_reboot => return Ok(Outcome::Reboot),
@@ -128,6 +146,18 @@ pub fn run(cfg: &VmConfig) -> Result<Outcome, RunError> {
             StopReason::Quit => return Ok(Outcome::Quit),
             StopReason::Fault(msg) => return Err(RunError::GuestFault(msg)),
         }
+    }
+}
+
+impl HostResources {
+    /// Makes everything the guest wrote durable on the host.
+    fn flush_drives(&self) -> Result<(), RunError> {
+        for d in self.drives.iter().filter(|d| !d.backend.read_only()) {
+            d.backend.flush().map_err(|e| {
+                RunError::Storage(format!("{} {}: flushing at exit: {e}", d.slot, d.spec.path.display()))
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -233,6 +263,7 @@ impl Vm {
             control: control.clone(),
             layout: &layout,
             host,
+            mem: Arc::new(crate::guest_dma::GuestRam(mem.clone())),
         })
         .map_err(VmError::Devices)?;
 
