@@ -28,20 +28,33 @@
 #
 # The guest /init contract (what tests can rely on)
 # -------------------------------------------------
-# Kernel command line parameters read by /init (from /proc/cmdline):
+# /init mounts /proc, /sys, /dev (devtmpfs), /dev/pts, loads modules, prints
+# KETTLE-GUEST-READY and then execs busybox init (PID 1 stays init), which
+# reads /etc/inittab and runs /lib/kettle/main.sh once on the console.
+# Kernel command line parameters (from /proc/cmdline):
 #   kettle.modules=a,b,c  load these modules, with their dependencies, in
 #                         dependency order (insmod, from modules.dep); '-' and
 #                         '_' are interchangeable; built-in modules are skipped.
 #                         Prints "KETTLE-MODULE-FAILED <name>" for each failure.
-#   kettle.run=NAME       run /tests/NAME.sh (busybox sh), print
-#                         "KETTLE-TEST-EXIT <status>", then power off.
+#   kettle.run=NAME       run /tests/NAME.sh (busybox sh, stdio on the console,
+#                         no controlling tty), print "KETTLE-TEST-EXIT <status>",
+#                         then power off at once (`poweroff -f`: ACPI S5).
 # Console lines, in order:
 #   KETTLE-GUEST-READY         after mounts and module loading
 #   KETTLE-TEST-EXIT <status>  after /tests/NAME.sh (kettle.run only)
-#   KETTLE-TEST-MISSING <NAME> if /tests/NAME.sh does not exist
-# Without kettle.run, an interactive shell runs on the console with the
-# prompt "kettle# " (from /etc/profile); the guest powers off when it exits.
-# Power-off is `poweroff -f` (ACPI S5).
+#   KETTLE-TEST-MISSING <NAME> if /tests/NAME.sh does not exist (then power off)
+# busybox init is quiet at start; on a poweroff/reboot it prints its own lines
+# ("The system is going down NOW!" ... "Requesting system poweroff").
+# Without kettle.run, an interactive login shell runs on the console (with
+# the serial port as its controlling tty: Ctrl-C works) with the prompt
+# "kettle# " (from /etc/profile); the guest powers off when it exits.
+# Power-off and reboot from inside the guest work the usual way, because PID 1
+# is busybox init: `poweroff` (typed in the shell, or run by a test) ends in
+# an ACPI S5 power-off, `reboot` in a reset (kettle restarts the guest, or
+# exits 0 under --no-reboot), `halt` stops the CPUs (the VMM keeps running);
+# init first runs the ::shutdown: entries (sync), stops every process
+# (SIGTERM, 1 s, SIGKILL) and pauses a second, so these take ~2 s. The -f
+# forms act at once.
 #
 # /tests: the initramfs ships /tests/info.sh (prints what the guest sees).
 # Tests add their own scripts by appending a second newc cpio archive
@@ -368,10 +381,14 @@ MODLOAD
 ka_write_guest_init() {
     local root=$1
     ka_write_modload "$root"
+    # /init sets the guest up as PID 1, then becomes busybox init, so that the
+    # guest's own poweroff/reboot/halt (which signal PID 1) work.
     cat >"$root/init" <<'INIT'
 #!/bin/sh
 # kettle guest /init (written by resources/build-assets.sh, which documents
 # the contract: kettle.modules=, kettle.run=, /tests, console markers).
+# It mounts, loads modules and prints KETTLE-GUEST-READY, then execs busybox
+# init, which runs /etc/inittab (the test or the console shell) as PID 1.
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin HOME=/root
 
 mount -t proc proc /proc
@@ -389,11 +406,9 @@ hostname kettle-guest
 . /lib/kettle/load-module.sh
 
 MODULES=
-RUN=
 for arg in $(cat /proc/cmdline); do
     case $arg in
         kettle.modules=*) MODULES=${arg#kettle.modules=} ;;
-        kettle.run=*) RUN=${arg#kettle.run=} ;;
     esac
 done
 
@@ -404,6 +419,39 @@ done
 ip link set lo up 2>/dev/null
 
 echo "KETTLE-GUEST-READY"
+exec /sbin/init
+echo "kettle-init: cannot exec /sbin/init; powering off" >&2
+poweroff -f
+while :; do sleep 3600; done
+INIT
+    chmod 755 "$root/init"
+
+    # The entries run on the console (empty id field). A "once" entry does not
+    # make init wait (sysinit and wait entries do, and init handles signals
+    # only between them), so a poweroff/reboot from the test or the shell is
+    # acted on at once.
+    cat >"$root/etc/inittab" <<'INITTAB'
+# kettle guest /etc/inittab (busybox init; written by resources/build-assets.sh).
+# /init has already mounted /proc, /sys, /dev, loaded kettle.modules= and printed
+# KETTLE-GUEST-READY. main.sh runs the kettle.run= test (then powers off) or
+# the console shell (the guest powers off when it exits).
+::once:/lib/kettle/main.sh
+# poweroff/reboot/halt (SIGUSR2/SIGTERM/SIGUSR1 to init): these run first, then
+# init stops every process and calls reboot(2): ACPI S5 power-off, or a reset.
+::shutdown:/bin/sync
+::ctrlaltdel:/sbin/reboot
+INITTAB
+
+    cat >"$root/lib/kettle/main.sh" <<'MAIN'
+#!/bin/sh
+# Run once by busybox init (/etc/inittab): the kettle.run=NAME test, or the
+# interactive shell on the console.
+RUN=
+for arg in $(cat /proc/cmdline); do
+    case $arg in
+        kettle.run=*) RUN=${arg#kettle.run=} ;;
+    esac
+done
 
 if [ -n "$RUN" ]; then
     if [ -f "/tests/$RUN.sh" ]; then
@@ -412,15 +460,17 @@ if [ -n "$RUN" ]; then
     else
         echo "KETTLE-TEST-MISSING $RUN"
     fi
+    sync
+    # At once: init's orderly path (below) pauses ~2 s to let processes exit.
+    poweroff -f
 else
+    cd /root
     setsid cttyhack sh -l
+    # The shell exited: power off through init, as a typed poweroff does.
+    poweroff
 fi
-sync
-poweroff -f
-echo "kettle-init: poweroff -f returned" >&2
-while :; do sleep 3600; done
-INIT
-    chmod 755 "$root/init"
+MAIN
+    chmod 755 "$root/lib/kettle/main.sh"
 
     cat >"$root/etc/profile" <<'PROFILE'
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin

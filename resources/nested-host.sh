@@ -16,11 +16,24 @@
 #                       (DEST defaults to /bin/NAME); repeatable
 #   --add SRC:DEST      include a file or directory at DEST (absolute; a DEST
 #                       ending in '/' keeps SRC's name); repeatable
-#   --timeout SECONDS   bound on the whole outer boot (default 600)
+#   --timeout SECONDS   bound on the whole outer boot (default 600; none with
+#                       --interactive; 0 means none)
 #   --memory MIB        outer memory (default 2048)
 #   --shell             after SCRIPT, start an interactive shell on the console
 #                       (for debugging by hand; the prompt is "nested# "; in
 #                       QEMU's console, Ctrl-A x quits QEMU at once)
+#   --interactive       run SCRIPT interactively on this terminal: the outer
+#                       QEMU's console is this terminal and SCRIPT's stdin,
+#                       stdout and controlling tty are that console (in a sane
+#                       cooked mode), so `kettle run --serial stdio` inside is
+#                       as interactive as on a real KVM. No timeout unless
+#                       --timeout is given. QEMU's escape key becomes Ctrl-]
+#                       (so Ctrl-A reaches SCRIPT: kettle's Ctrl-A x quits
+#                       kettle, SCRIPT ends and the host powers off);
+#                       Ctrl-] x quits the outer QEMU at once, Ctrl-] h lists
+#                       QEMU's keys. The host boots from qboot rather than
+#                       SeaBIOS when QEMU has it (SeaBIOS's serial console
+#                       clears the screen and turns line wrapping off).
 #   --log FILE          also write the console to FILE
 #   --bzimage           boot the host from the bzImage (vmlinuz) instead of the
 #                       uncompressed PVH vmlinux (same kernel, ~4 s slower)
@@ -138,6 +151,12 @@ export GUEST_KERNEL=/guest/vmlinuz GUEST_INITRD=/guest/guest-initrd.gz
 [ -x /bin/kettle ] && export KETTLE=/bin/kettle
 dmesg -n 3
 cd /root
+if [ -e /nested/interactive ]; then
+    # The console is the user's terminal: cooked mode with echo until a
+    # program (kettle --serial stdio) takes it raw, and line wrapping on.
+    stty sane 2>/dev/null
+    printf '\033[?7h'
+fi
 echo "NESTED-SCRIPT-BEGIN"
 setsid cttyhack sh /nested/script.sh
 status=$?
@@ -193,7 +212,8 @@ nh_base_initrd() {
 }
 
 nh_main() {
-    local kettle="" no_kettle="${KETTLE_NO_BINARY:-0}" timeout=600 memory=2048 shell=0 log="" bzimage=0
+    local kettle="" no_kettle="${KETTLE_NO_BINARY:-0}" timeout="" memory=2048 shell=0 log="" bzimage=0
+    local interactive=0
     local -a bins=() adds=()
     local script=""
     while [[ $# -gt 0 ]]; do
@@ -205,6 +225,7 @@ nh_main() {
             --timeout) [[ ${2:-} =~ ^[0-9]+$ ]] || nh_usage_error "--timeout needs SECONDS"; timeout=$2; shift ;;
             --memory) [[ ${2:-} =~ ^[0-9]+$ ]] || nh_usage_error "--memory needs MIB"; memory=$2; shift ;;
             --shell) shell=1 ;;
+            --interactive) interactive=1 ;;
             --bzimage) bzimage=1 ;;
             --log) [[ $# -ge 2 ]] || nh_usage_error "--log needs a FILE"; log=$2; shift ;;
             -h|--help) nh_usage; exit 0 ;;
@@ -216,6 +237,12 @@ nh_main() {
     done
     [[ -n $script ]] || nh_usage_error "missing SCRIPT"
     [[ $script == - || -f $script ]] || nh_usage_error "no such script: $script"
+    if [[ $interactive == 1 ]]; then
+        [[ $script != - ]] || nh_usage_error "--interactive needs a SCRIPT file (standard input is the console)"
+        [[ $shell == 0 ]] || nh_usage_error "--interactive and --shell exclude each other"
+    fi
+    # 0 disables timeout(1): an interactive session lasts as long as the user wants.
+    [[ -n $timeout ]] || { if [[ $interactive == 1 ]]; then timeout=0; else timeout=600; fi; }
 
     if [[ $no_kettle == 1 ]]; then
         [[ -z $kettle ]] || nh_usage_error "--kettle and --no-kettle (KETTLE_NO_BINARY=1) exclude each other"
@@ -238,6 +265,7 @@ nh_main() {
     mkdir -p "$root/nested"
     if [[ $script == - ]]; then cat >"$root/nested/script.sh"; else cp "$script" "$root/nested/script.sh"; fi
     [[ $shell == 1 ]] && touch "$root/nested/shell"
+    [[ $interactive == 1 ]] && touch "$root/nested/interactive"
     [[ $no_kettle == 1 ]] || nh_add_binary "$root" "$kettle" /bin/kettle
     local b a
     for b in ${bins[@]+"${bins[@]}"}; do
@@ -263,15 +291,29 @@ nh_main() {
                    -nic none -nographic -no-reboot
                    -kernel "$host_kernel" -initrd "$work/host-initrd.cpio"
                    -append "console=ttyS0 panic=-1 quiet")
-    nh_log "booting the nested test host (timeout ${timeout}s)"
+    local tty_state=""
+    if [[ $interactive == 1 ]]; then
+        qemu+=(-echr 0x1d)
+        [[ -f /usr/share/qemu/qboot.rom ]] && qemu+=(-bios /usr/share/qemu/qboot.rom)
+        # QEMU restores the terminal when it exits, but not when timeout kills it.
+        [[ -t 0 ]] && tty_state=$(stty -g 2>/dev/null || true)
+        if [[ $timeout == 0 ]]; then
+            nh_log "booting the nested test host (interactive; Ctrl-] x quits QEMU at once)"
+        else
+            nh_log "booting the nested test host (interactive, timeout ${timeout}s; Ctrl-] x quits QEMU at once)"
+        fi
+    else
+        nh_log "booting the nested test host (timeout ${timeout}s)"
+    fi
     local started=$SECONDS rc
     set +e
-    # --foreground: QEMU may read the terminal (for --shell); -k: QEMU gets
+    # --foreground: QEMU may read the terminal (--shell, --interactive); -k: QEMU gets
     # SIGKILL if SIGTERM did not stop it within 10 s.
     # QEMU warns once per CPUID feature of the EPYC model that TCG lacks: noise.
     timeout --foreground -k 10 "$timeout" "${qemu[@]}" \
         2> >(grep --line-buffered -v "TCG doesn't support requested feature" >&2) | tee "$console"
     rc=${PIPESTATUS[0]}
+    [[ -n $tty_state ]] && stty "$tty_state" 2>/dev/null
     set -e
     [[ -n $log ]] && cp "$console" "$log"
     local elapsed=$((SECONDS - started))
@@ -285,6 +327,10 @@ nh_main() {
         fi
         nh_log "nested host done in ${elapsed}s, script status $status"
         exit "$status"
+    fi
+    if [[ $interactive == 1 && $rc != 124 && $rc != 137 ]]; then
+        echo "nested-host: QEMU ended (exit status $rc, after ${elapsed}s) before SCRIPT reported a status" >&2
+        exit 125
     fi
     echo "nested-host: ---- last 40 lines of the outer console ----" >&2
     tr -d '\r' <"$console" | tail -n 40 >&2

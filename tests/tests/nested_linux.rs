@@ -216,7 +216,7 @@ fn memory_matches_the_memory_flag() {
     );
     let memtotal: u64 = one("MEMTOTAL").parse().unwrap();
     assert!(
-        memtotal > 250 * 1024 && memtotal <= 300 * 1024,
+        memtotal > 240 * 1024 && memtotal <= 300 * 1024,
         "MemTotal {memtotal} kB"
     );
     // The interactive guest has --memory 512M.
