@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 
 use arch::layout::{self, MemoryLayout};
-use devices::i440bx::I440bx;
 use devices::dma::GuestMemory;
+use devices::i440bx::I440bx;
 use devices::i8042::I8042;
 use devices::ide::{spec as ide_spec, IdeDrive, IdeDrives, Piix4Ide};
 use devices::lpt::Lpt;
@@ -21,8 +21,8 @@ use kvm_ioctls::VmFd;
 use crate::control::Control;
 use crate::event_loop::{ConsoleInput, InputSink, Subscriber, TimerWatch};
 use crate::irq::KvmIrq;
-use crate::timer::{DeviceTimer, TimerFd};
 use crate::storage::DriveKind;
+use crate::timer::{DeviceTimer, TimerFd};
 use crate::vm::HostResources;
 
 /// PCI device numbers on bus 0.
@@ -169,8 +169,16 @@ impl Machine {
         for ch in 0..2 {
             let (cmd, ctl) = ide.lock().unwrap().channel_ports(ch);
             for (base, len, dev) in [
-                (ide_spec::COMMAND_BLOCK[ch], ide_spec::COMMAND_BLOCK_LEN, cmd),
-                (ide_spec::CONTROL_BLOCK[ch], ide_spec::CONTROL_BLOCK_LEN, ctl),
+                (
+                    ide_spec::COMMAND_BLOCK[ch],
+                    ide_spec::COMMAND_BLOCK_LEN,
+                    cmd,
+                ),
+                (
+                    ide_spec::CONTROL_BLOCK[ch],
+                    ide_spec::CONTROL_BLOCK_LEN,
+                    ctl,
+                ),
             ] {
                 bus.insert(u64::from(base), u64::from(len), dev)
                     .map_err(|e| format!("placing IDE channel {ch} at {base:#x}: {e}"))?;

@@ -154,7 +154,11 @@ impl HostResources {
     fn flush_drives(&self) -> Result<(), RunError> {
         for d in self.drives.iter().filter(|d| !d.backend.read_only()) {
             d.backend.flush().map_err(|e| {
-                RunError::Storage(format!("{} {}: flushing at exit: {e}", d.slot, d.spec.path.display()))
+                RunError::Storage(format!(
+                    "{} {}: flushing at exit: {e}",
+                    d.slot,
+                    d.spec.path.display()
+                ))
             })?;
         }
         Ok(())
