@@ -35,7 +35,10 @@ pub(crate) mod testing {
     impl DmaMemory for FakeRam {
         fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), DmaError> {
             let ram = self.0.lock().unwrap();
-            let err = DmaError { addr, len: buf.len() };
+            let err = DmaError {
+                addr,
+                len: buf.len(),
+            };
             let start = usize::try_from(addr).map_err(|_| err.clone())?;
             let end = start.checked_add(buf.len()).ok_or(err.clone())?;
             buf.copy_from_slice(ram.get(start..end).ok_or(err)?);
@@ -43,7 +46,10 @@ pub(crate) mod testing {
         }
         fn write(&self, addr: u64, buf: &[u8]) -> Result<(), DmaError> {
             let mut ram = self.0.lock().unwrap();
-            let err = DmaError { addr, len: buf.len() };
+            let err = DmaError {
+                addr,
+                len: buf.len(),
+            };
             let start = usize::try_from(addr).map_err(|_| err.clone())?;
             let end = start.checked_add(buf.len()).ok_or(err.clone())?;
             ram.get_mut(start..end).ok_or(err)?.copy_from_slice(buf);

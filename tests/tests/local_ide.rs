@@ -221,8 +221,16 @@ main:
     assert_eq!(lines[1], "00000050", "write done: DRDY|DSC, no error");
     assert_eq!(lines[2], "00000050", "flush done");
     let written: Vec<u8> = (0..512).map(|i| (i as u8).wrapping_add(b'K')).collect();
-    assert_eq!(&r.disk[7 * 512..8 * 512], &written[..], "sector 7 on the host");
-    assert_eq!(&r.disk[..7 * 512], &pattern()[..7 * 512], "nothing else changed");
+    assert_eq!(
+        &r.disk[7 * 512..8 * 512],
+        &written[..],
+        "sector 7 on the host"
+    );
+    assert_eq!(
+        &r.disk[..7 * 512],
+        &pattern()[..7 * 512],
+        "nothing else changed"
+    );
     assert_eq!(&r.disk[8 * 512..], &pattern()[8 * 512..]);
 }
 
@@ -318,8 +326,14 @@ fn dma_read_lands_in_guest_memory() {
     let l: Vec<&str> = r.serial.lines().collect();
     assert_eq!(l[0], "00000004", "BMIS: interrupt, no error, not active");
     assert_eq!(l[1], "00000050", "ATA status: ready, no error");
-    assert_eq!(l[2], format!("{:08x}", sum32(&pattern()[10 * 512..11 * 512])));
-    assert_eq!(l[3], format!("{:08x}", sum32(&pattern()[11 * 512..13 * 512])));
+    assert_eq!(
+        l[2],
+        format!("{:08x}", sum32(&pattern()[10 * 512..11 * 512]))
+    );
+    assert_eq!(
+        l[3],
+        format!("{:08x}", sum32(&pattern()[11 * 512..13 * 512]))
+    );
 }
 
 #[test]
