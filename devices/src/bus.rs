@@ -98,6 +98,14 @@ impl Bus {
             .ok_or(BusError::NotFound(base))
     }
 
+    /// Removes every device. Devices that remap themselves hold the bus they sit on (PCI BARs),
+    /// so the VMM clears a bus when the VM stops to break that cycle and close the devices'
+    /// files.
+    pub fn clear(&self) {
+        let old = std::mem::take(&mut *self.ranges.write().unwrap());
+        drop(old);
+    }
+
     /// The device covering `addr` and the offset of `addr` inside its range.
     pub fn resolve(&self, addr: u64) -> Option<(SharedDevice, u64)> {
         let ranges = self.ranges.read().unwrap();

@@ -110,15 +110,29 @@ fn run_ide_guest(name: &str, body: &str, disk_opts: &str) -> IdeRun {
     let dir = elf.parent().unwrap().to_path_buf();
     let disk = dir.join("disk.img");
     std::fs::write(&disk, pattern()).unwrap();
-    let serial = dir.join("serial.out");
+    let (code, serial, stderr) =
+        run_kettle(&elf, &[&format!("--disk={}{disk_opts}", disk.display())]);
+    let r = IdeRun {
+        code,
+        serial,
+        stderr,
+        disk: std::fs::read(&disk).unwrap(),
+    };
+    guest::remove(&elf);
+    r
+}
+
+/// Runs `kettle run --kernel ELF --serial file:... ARGS` to its end (60 s at most): exit code,
+/// serial output, stderr.
+fn run_kettle(elf: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let serial = elf.with_extension("serial");
     let mut child = Command::new(kettle_binary())
         .arg("run")
         .arg("--kernel")
-        .arg(&elf)
+        .arg(elf)
         .arg("--serial")
         .arg(format!("file:{}", serial.display()))
-        .arg("--disk")
-        .arg(format!("{}{disk_opts}", disk.display()))
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -140,14 +154,9 @@ fn run_ide_guest(name: &str, body: &str, disk_opts: &str) -> IdeRun {
     };
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    let r = IdeRun {
-        code: status.code(),
-        serial: std::fs::read_to_string(&serial).unwrap_or_default(),
-        stderr,
-        disk: std::fs::read(&disk).unwrap(),
-    };
-    guest::remove(&elf);
-    r
+    let out = std::fs::read_to_string(&serial).unwrap_or_default();
+    let _ = std::fs::remove_file(&serial);
+    (status.code(), out, stderr)
 }
 
 #[test]
@@ -445,4 +454,190 @@ main:
     let status = u32::from_str_radix(l[2], 16).unwrap();
     assert_eq!(status & 0x01, 0x01, "read-only write: ERR: {status:#x}");
     assert_eq!(r.disk, pattern(), "the image is untouched");
+}
+
+/// The guest of the undo tests: writes 'K' + i into sector 7 and flushes.
+const WRITE_SECTOR_7: &str = r#"
+main:
+    mov $0x21000, %edi
+    xor %ecx, %ecx
+3:  mov %cl, %al
+    add $'K', %al
+    mov %al, (%edi,%ecx)
+    inc %ecx
+    cmp $512, %ecx
+    jne 3b
+    mov $7, %eax
+    mov $1, %cl
+    call ata_setup
+    mov $ATA_CMD, %dx
+    mov $0x30, %al
+    out %al, %dx
+    call ata_wait_drq
+    mov $256, %ecx
+    mov $0x21000, %esi
+    mov $ATA_DATA, %dx
+4:  mov (%esi), %ax
+    out %ax, %dx
+    add $2, %esi
+    loop 4b
+    call ata_wait
+    mov $ATA_CMD, %dx
+    mov $0xe7, %al
+    out %al, %dx
+    call ata_wait
+    movzbl %al, %eax
+    call print_hex_nl
+    poweroff
+"#;
+
+fn kettle_vhd(args: &[&str]) {
+    let out = Command::new(kettle_binary())
+        .arg("vhd")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kettle vhd {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The disk's content as the guest sees it, through `kettle vhd convert --to raw`.
+fn flattened(vhd: &std::path::Path) -> Vec<u8> {
+    let raw = vhd.with_extension("flat");
+    kettle_vhd(&[
+        "convert",
+        "--to",
+        "raw",
+        "--force",
+        vhd.to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
+    let mut b = std::fs::read(&raw).unwrap();
+    std::fs::remove_file(&raw).unwrap();
+    // The VHD is rounded up to a CHS-exact size; the guest wrote within the first SECTORS.
+    assert!(b.len() >= SECTORS * 512);
+    b.truncate(SECTORS * 512);
+    b
+}
+
+/// Compares disk contents, reporting the first differing sector rather than the bytes.
+#[track_caller]
+fn assert_same_disk(got: &[u8], want: &[u8], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: size");
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        panic!("{what}: first difference in sector {} (byte {i})", i / 512);
+    }
+}
+
+#[test]
+fn undo_disks_keep_commit_or_discard_the_guests_writes() {
+    let elf = guest::build("ideundo", &format!("{IDE_LIB}\n{WRITE_SECTOR_7}"));
+    let dir = elf.parent().unwrap().to_path_buf();
+    let raw = dir.join("base.img");
+    std::fs::write(&raw, pattern()).unwrap();
+    let base = dir.join("base.vhd");
+    kettle_vhd(&[
+        "convert",
+        "--to",
+        "dynamic",
+        raw.to_str().unwrap(),
+        base.to_str().unwrap(),
+    ]);
+    let base_bytes = std::fs::read(&base).unwrap();
+    let undo = dir.join("base.vud");
+    let disk_arg = format!("--disk={},undo", base.display());
+    let mut written = pattern();
+    written[7 * 512..8 * 512].copy_from_slice(
+        &(0..512)
+            .map(|i| (i as u8).wrapping_add(b'K'))
+            .collect::<Vec<u8>>(),
+    );
+
+    // keep (the default): the base file is untouched, the undo file holds the write.
+    let (code, out, err) = run_kettle(&elf, &[&disk_arg]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "00000050\n");
+    assert!(
+        err.contains("kettle vhd commit"),
+        "says how to commit: {err}"
+    );
+    assert_eq!(
+        std::fs::read(&base).unwrap(),
+        base_bytes,
+        "base file untouched"
+    );
+    assert_same_disk(&flattened(&undo), &written, "the undo file holds the write");
+
+    // discard: the undo file goes, the base stays as it was.
+    let (code, _, err) = run_kettle(&elf, &[&disk_arg, "--undo-action", "discard"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!undo.exists(), "undo file discarded");
+    assert_eq!(std::fs::read(&base).unwrap(), base_bytes);
+
+    // commit: the write reaches the base.
+    let (code, _, err) = run_kettle(&elf, &[&disk_arg, "--undo-action", "commit"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!undo.exists(), "undo file merged and removed");
+    assert_same_disk(&flattened(&base), &written, "the base holds the write");
+    guest::remove(&elf);
+}
+
+#[test]
+fn a_writable_image_in_use_is_refused_with_a_clear_message() {
+    // The first VM waits on its serial port (a unix socket nobody writes to) while a second
+    // one tries to open the same disk.
+    let waiter = guest::build(
+        "idewait",
+        "main:\n1:  mov $COM1+5, %dx\n    in %dx, %al\n    test $1, %al\n    jz 1b\n    poweroff\n",
+    );
+    let dir = waiter.parent().unwrap().to_path_buf();
+    let disk = dir.join("shared.img");
+    std::fs::write(&disk, pattern()).unwrap();
+    let sock = dir.join("console.sock");
+    let mut first = Command::new(kettle_binary())
+        .arg("run")
+        .arg("--kernel")
+        .arg(&waiter)
+        .arg("--serial")
+        .arg(format!("unix:{}", sock.display()))
+        .arg(format!("--disk={}", disk.display()))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the first VM did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = Command::new(kettle_binary())
+        .arg("run")
+        .arg("--kernel")
+        .arg(&waiter)
+        .args(["--serial", "none"])
+        .arg(format!("--disk={}", disk.display()))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("ide0:0") && err.contains("shared.img"),
+        "names the drive: {err}"
+    );
+    assert!(
+        err.to_lowercase().contains("lock") || err.contains("in use"),
+        "says why: {err}"
+    );
+    // Read-only users share it with each other.
+    guest::remove(&waiter);
 }

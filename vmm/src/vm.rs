@@ -353,6 +353,10 @@ impl Vm {
         });
         stop_vcpus(&stop, &mut handles);
         self.machine.shutdown();
+        // Devices that remap their BARs hold the bus; clearing it frees them (and closes the
+        // disk images) now rather than never.
+        self.io_bus.clear();
+        self.mmio_bus.clear();
         result
     }
 }
