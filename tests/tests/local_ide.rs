@@ -641,3 +641,78 @@ fn a_writable_image_in_use_is_refused_with_a_clear_message() {
     // Read-only users share it with each other.
     guest::remove(&waiter);
 }
+
+#[test]
+fn clones_of_one_golden_image_run_at_once_and_leave_it_unchanged() {
+    // VM 1 waits on its console with clone 1; VM 2 writes sector 7 of clone 2 meanwhile.
+    let writer = guest::build("idecloneW", &format!("{IDE_LIB}\n{WRITE_SECTOR_7}"));
+    let waiter = guest::build(
+        "idecloneR",
+        "main:\n1:  mov $COM1+5, %dx\n    in %dx, %al\n    test $1, %al\n    jz 1b\n    poweroff\n",
+    );
+    let dir = writer.parent().unwrap().to_path_buf();
+    let raw = dir.join("golden.img");
+    std::fs::write(&raw, pattern()).unwrap();
+    let golden = dir.join("golden.vhd");
+    kettle_vhd(&[
+        "convert",
+        "--to",
+        "dynamic",
+        raw.to_str().unwrap(),
+        golden.to_str().unwrap(),
+    ]);
+    kettle_vhd(&[
+        "clone",
+        "--count",
+        "2",
+        "--name",
+        "vm",
+        golden.to_str().unwrap(),
+    ]);
+    let (c1, c2) = (dir.join("vm-1.vhd"), dir.join("vm-2.vhd"));
+    let golden_bytes = std::fs::read(&golden).unwrap();
+
+    let sock = dir.join("console.sock");
+    let mut first = Command::new(kettle_binary())
+        .arg("run")
+        .arg("--kernel")
+        .arg(&waiter)
+        .arg("--serial")
+        .arg(format!("unix:{}", sock.display()))
+        .arg(format!("--disk={}", c1.display()))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the first VM did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, out, err) = run_kettle(&writer, &[&format!("--disk={}", c2.display())]);
+    // The golden image is shared read-only: nobody may open it for writing meanwhile.
+    let (busy, _, busy_err) = run_kettle(&writer, &[&format!("--disk={}", golden.display())]);
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "00000050\n");
+    assert_eq!(busy, Some(1), "the golden image is in use: {busy_err}");
+    assert_eq!(
+        std::fs::read(&golden).unwrap(),
+        golden_bytes,
+        "golden image unchanged"
+    );
+    let mut written = pattern();
+    written[7 * 512..8 * 512].copy_from_slice(
+        &(0..512)
+            .map(|i| (i as u8).wrapping_add(b'K'))
+            .collect::<Vec<u8>>(),
+    );
+    assert_same_disk(&flattened(&c2), &written, "clone 2 holds its write");
+    assert_same_disk(&flattened(&c1), &pattern(), "clone 1 does not");
+    guest::remove(&writer);
+    guest::remove(&waiter);
+}
