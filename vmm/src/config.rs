@@ -225,15 +225,7 @@ impl FileConfig {
                 *p = dir.join(&*p);
             }
         }
-        if let Some(s) = cfg
-            .serial
-            .as_mut()
-            .into_iter()
-            .chain(cfg.serial2.as_mut())
-            .next()
-        {
-            let _ = s; // relative socket/file paths stay relative to the working directory
-        }
+        cfg.dir = dir.to_path_buf();
         Ok(cfg)
     }
 }
@@ -511,6 +503,64 @@ mod tests {
                 ..base()
             }),
             "--serial and --serial2 both use stdio; give each port its own backend"
+        );
+    }
+
+    #[test]
+    fn drives_from_the_file_are_relative_to_it_and_flags_replace_them() {
+        let k = kernel_file();
+        let d1 = kernel_file();
+        let iso = kernel_file();
+        let dir = k.0.parent().unwrap();
+        let name =
+            |t: &tempfile_path::TempPath| t.0.file_name().unwrap().to_str().unwrap().to_string();
+        let toml = kernel_file();
+        std::fs::write(
+            &toml.0,
+            format!(
+                "kernel = \"{}\"\ndisk = [\"ide0:1={},undo\"]\ncdrom = \"{}\"\nundo_action = \"discard\"\n",
+                name(&k),
+                name(&d1),
+                name(&iso)
+            ),
+        )
+        .unwrap();
+        let cfg = VmConfig::resolve(
+            Some(FileConfig::load(&toml.0).unwrap()),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.drives.len(), 2);
+        assert_eq!(cfg.drives[0].path, dir.join(name(&d1)));
+        assert!(cfg.drives[0].undo);
+        assert_eq!(cfg.drives[0].slot.unwrap().to_string(), "ide0:1");
+        assert_eq!(cfg.drives[1].kind, DriveKind::Cdrom);
+        assert_eq!(cfg.undo_action, UndoAction::Discard);
+        // --disk on the command line replaces the file's disks but keeps its CD.
+        let flag = DriveSpec::parse(DriveKind::Disk, d1.0.to_str().unwrap()).unwrap();
+        let cfg = VmConfig::resolve(
+            Some(FileConfig::load(&toml.0).unwrap()),
+            Overrides {
+                disks: vec![flag.clone()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(cfg.drives, vec![flag, cfg.drives[1].clone()]);
+        // A missing image is refused before anything starts.
+        let missing = DriveSpec::parse(DriveKind::Disk, "/nonexistent/a.vhd").unwrap();
+        let e = VmConfig::resolve(
+            Some(FileConfig::load(&toml.0).unwrap()),
+            Overrides {
+                disks: vec![missing],
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("disk /nonexistent/a.vhd: No such file"),
+            "{e}"
         );
     }
 
