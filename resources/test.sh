@@ -8,6 +8,7 @@
 #    ${KETTLE_CACHE:-~/.cache/kettle}).
 # 3. runs every test: unit tests, local small-guest tests on /dev/kvm, and Linux guests in the
 #    nested test host (TESTING.md). Nothing is skipped: a test that cannot run fails and says why.
+# 4. fuzzes the VHD parser for a bounded time (resources/fuzz-vhd.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 resources/setup.sh
@@ -15,4 +16,10 @@ cargo build --release -p vmm
 resources/build-assets.sh --quiet
 
 
-cargo test --workspace --release "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --release "$@" 2>&1 | tee "$log"
+# The VHD parser fuzzers, bounded: 30 s per target after the build (resources/fuzz-vhd.sh).
+resources/fuzz-vhd.sh 30
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "kettle: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"

@@ -161,10 +161,26 @@ fn open_chain(
         };
         let expected = sp.header.parent_uuid;
         let mut mismatch = None;
+        // The first candidate that is no VHD at all (no valid footer): reported if no later
+        // candidate is the parent. Such a file fails before any parent of its own is
+        // opened, so skipping it costs little; `check` skips it the same way.
+        let mut unreadable = None;
         for c in &candidates {
             if !c.path.is_file() {
                 continue;
             }
+            // Only the identity is needed to decide: look at the footer before opening the
+            // whole chain below it. A candidate with another identity is not the parent,
+            // and no loop either, even if it is a disk of this chain (a locator naming the
+            // child itself, say).
+            let known = match peek_uuid(&c.path) {
+                Some(u) if u == expected => true,
+                Some(found) => {
+                    mismatch.get_or_insert((c.path.clone(), found));
+                    continue;
+                }
+                None => false,
+            };
             let canon = fs::canonicalize(&c.path).unwrap_or_else(|_| c.path.clone());
             if visited.contains(&canon) {
                 return Err(Error::ParentLoop {
@@ -172,17 +188,14 @@ fn open_chain(
                     again: c.path.clone(),
                 });
             }
-            // Only the identity is needed to decide: look at the footer before opening the
-            // whole chain below it.
-            match peek_uuid(&c.path) {
-                Some(u) if u == expected => {}
-                Some(found) => {
-                    mismatch.get_or_insert((c.path.clone(), found));
+            let parent = match open_chain(&c.path, &parent_opts, depth + 1, visited) {
+                Ok(p) => p,
+                Err(e) if !known => {
+                    unreadable.get_or_insert(e);
                     continue;
                 }
-                None => {}
-            }
-            let parent = open_chain(&c.path, &parent_opts, depth + 1, visited)?;
+                Err(e) => return Err(e),
+            };
             if parent.footer.uuid != expected {
                 mismatch.get_or_insert((c.path.clone(), parent.footer.uuid));
                 continue;
@@ -194,6 +207,9 @@ fn open_chain(
         }
         visited.pop();
         if disk.parent.is_none() {
+            if let Some(e) = unreadable {
+                return Err(e);
+            }
             return Err(match mismatch {
                 Some((parent, found)) => Error::ParentMismatch {
                     child: path.to_path_buf(),

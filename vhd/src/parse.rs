@@ -573,6 +573,7 @@ fn inspect_into(st: &dyn Storage, f: &mut Findings) -> io::Result<Option<Layout>
     let block_bytes = header.bitmap_bytes() + block_size;
     let mut past_end = Capped { count: 0 };
     let mut over_meta = Capped { count: 0 };
+    let mut over_locator = Capped { count: 0 };
     let mut beyond = Capped { count: 0 };
     let mut blocks: Vec<(u64, u32)> = Vec::new();
     let mut data_end = regions
@@ -601,22 +602,32 @@ fn inspect_into(st: &dyn Storage, f: &mut Findings) -> io::Result<Option<Layout>
             );
             continue;
         }
-        if let Some(&(structure, meta_start, meta_end)) =
-            regions.iter().find(|r| start < r.2 && r.1 < end)
-        {
-            over_meta.push(
-                f,
-                Severity::Fatal,
-                Problem::BatEntryOverlapsMetadata {
-                    entry,
-                    start,
-                    end,
-                    structure,
-                    meta_start,
-                    meta_end,
-                },
-            );
-            continue;
+        // A block over the header, the BAT or a footer is fatal. A block over parent
+        // locator data only damages the locator (a hint for finding the parent, checked by
+        // unique id; the BAT decides where data is): the block is used. This also keeps
+        // openable a file whose locator pointed past its end when it was opened and whose
+        // growth then put a new block there.
+        let overlapping = |r: &&(Structure, u64, u64)| start < r.2 && r.1 < end;
+        let is_locator = |r: &&(Structure, u64, u64)| matches!(r.0, Structure::ParentLocator(_));
+        let hit = regions
+            .iter()
+            .filter(overlapping)
+            .find(|r| !is_locator(r))
+            .or_else(|| regions.iter().find(overlapping));
+        if let Some(&(structure, meta_start, meta_end)) = hit {
+            let problem = Problem::BatEntryOverlapsMetadata {
+                entry,
+                start,
+                end,
+                structure,
+                meta_start,
+                meta_end,
+            };
+            if !matches!(structure, Structure::ParentLocator(_)) {
+                over_meta.push(f, Severity::Fatal, problem);
+                continue;
+            }
+            over_locator.push(f, Severity::Damage, problem);
         }
         if (i as u64) >= needed {
             beyond.push(f, Severity::Note, Problem::BatEntryBeyondDisk { entry });
@@ -626,6 +637,7 @@ fn inspect_into(st: &dyn Storage, f: &mut Findings) -> io::Result<Option<Layout>
     }
     past_end.finish(f, Severity::Fatal);
     over_meta.finish(f, Severity::Fatal);
+    over_locator.finish(f, Severity::Damage);
     beyond.finish(f, Severity::Note);
     blocks.sort_unstable();
     let mut overlaps = Capped { count: 0 };

@@ -621,6 +621,10 @@ impl IdeChannel {
         dev.buf.clear();
         dev.pos = 0;
         dev.intrq = false;
+        // The error register describes the last command only: a command that succeeds
+        // leaves it 0 (an earlier ABRT or IDNF, or the reset's diagnostic code, must not
+        // show up in the registers a host reads back after a good command).
+        dev.tf.error = 0;
         self.update_irq();
         if atapi {
             self.atapi_command(d, cmd);

@@ -1085,6 +1085,27 @@ fn chs_addressing_follows_initialize_device_parameters() {
 }
 
 #[test]
+fn a_good_command_clears_the_error_of_the_one_before() {
+    let disk = MemDisk::new(100, false);
+    let r = disk_rig(disk.clone());
+    // After reset the error register holds the diagnostic code 01h.
+    assert_eq!(r.error(0), 0x01);
+    r.lba28(0, 0, 0, 1);
+    r.command(0, CMD_READ_SECTORS);
+    assert_eq!(r.read_words(0, 256), disk.sector(0));
+    assert_eq!(r.status(0), STATUS_DRDY | STATUS_DSC);
+    assert_eq!(r.error(0), 0);
+    r.lba28(0, 0, 100, 1);
+    r.command(0, CMD_READ_SECTORS);
+    assert_eq!(r.error(0), ERROR_IDNF);
+    r.lba28(0, 0, 99, 1);
+    r.command(0, CMD_READ_SECTORS);
+    assert_eq!(r.read_words(0, 256), disk.sector(99));
+    assert_eq!(r.status(0), STATUS_DRDY | STATUS_DSC);
+    assert_eq!(r.error(0), 0, "the IDNF of the previous command is still there");
+}
+
+#[test]
 fn reads_past_the_end_fail_with_idnf_and_the_first_missing_sector() {
     let disk = MemDisk::new(100, false);
     let r = disk_rig(disk.clone());
