@@ -18,7 +18,8 @@ resources/build-assets.sh --quiet
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --release "$@" 2>&1 | tee "$log"
+# --no-fail-fast: one failing test binary must not hide the results of the others.
+cargo test --workspace --release --no-fail-fast "$@" 2>&1 | tee "$log"
 # The VHD parser fuzzers, bounded: 30 s per target after the build (resources/fuzz-vhd.sh).
 resources/fuzz-vhd.sh 30
 # One closing line for the whole suite, summed over every test binary.

@@ -55,11 +55,17 @@ pub enum LockMode {
     Exclusive,
 }
 
-/// Takes an advisory `flock` on an open file without waiting. The lock lives as long as the
-/// file stays open (it belongs to the open file description). Writers take it exclusive and
-/// readers shared, so no image is written while another open reads it, and a golden image
-/// cannot be opened for writing while a clone has it open as its parent.
+/// How long a conflicting lock may be waited for before the image is reported in use. A lock
+/// can outlive its owner's close for a moment: a process that forks (to run a helper program)
+/// while it has the image open shares the descriptor until the child execs.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Takes an advisory `flock` on an open file, waiting at most [`LOCK_GRACE`]. The lock lives
+/// as long as the file stays open (it belongs to the open file description). Writers take it
+/// exclusive and readers shared, so no image is written while another open reads it, and a
+/// golden image cannot be opened for writing while a clone has it open as its parent.
 pub(crate) fn lock(file: &File, path: &Path, mode: LockMode) -> Result<()> {
+    let deadline = std::time::Instant::now() + LOCK_GRACE;
     let (op, what) = match mode {
         LockMode::None => return Ok(()),
         LockMode::Shared => (libc::LOCK_SH, "another process or open has it open for writing"),
@@ -77,6 +83,9 @@ pub(crate) fn lock(file: &File, path: &Path, mode: LockMode) -> Result<()> {
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
             Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
             Some(libc::EWOULDBLOCK) => {
                 return Err(Error::Locked {
                     path: path.to_path_buf(),
