@@ -144,6 +144,36 @@ impl Bus {
     }
 }
 
+/// Moves an I/O block that a PCI function decodes through a BAR: from `*mapped_at` (if mapped)
+/// to `want` (if any), updating `*mapped_at`. A base that collides with another device leaves
+/// the block unmapped, with a rate-limited warning naming `what`, until the guest fixes it.
+pub fn remap_io(
+    bus: &Bus,
+    mapped_at: &mut Option<u16>,
+    want: Option<u16>,
+    len: u16,
+    device: &SharedDevice,
+    what: &str,
+) {
+    if want == *mapped_at {
+        return;
+    }
+    if let Some(old) = mapped_at.take() {
+        if let Err(e) = bus.remove(u64::from(old)) {
+            log::warn!("{what}: unmapping at {old:#x}: {e}");
+        }
+    }
+    if let Some(base) = want {
+        match bus.insert(u64::from(base), u64::from(len), device.clone()) {
+            Ok(()) => {
+                log::debug!("{what} now at {base:#x}");
+                *mapped_at = Some(base);
+            }
+            Err(e) => warn_limited!("{what}: cannot map it at {base:#x}: {e}"),
+        }
+    }
+}
+
 /// One interrupt line into the interrupt controllers (PIC and IOAPIC input of the same number).
 ///
 /// Edge-triggered ISA devices raise the line while they want service and lower it when serviced;

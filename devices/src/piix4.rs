@@ -915,27 +915,16 @@ impl Piix4Pm {
     /// lock only inside insert/remove, and the block's mutex is not taken here, so this is safe
     /// from inside a configuration write dispatched by the same bus.
     fn update_mapping(&mut self) {
+        let device: crate::bus::SharedDevice = self.pm_io.clone();
         let want = self.wanted_base();
-        if want == self.mapped_at {
-            return;
-        }
-        if let Some(old) = self.mapped_at.take() {
-            if let Err(e) = self.io_bus.remove(u64::from(old)) {
-                log::warn!("PIIX4 PM: unmapping the PM I/O block at {old:#x}: {e}");
-            }
-        }
-        if let Some(base) = want {
-            match self
-                .io_bus
-                .insert(u64::from(base), u64::from(PM_IO_LEN), self.pm_io.clone())
-            {
-                Ok(()) => {
-                    log::debug!("PIIX4 PM: PM I/O block now at {base:#x}");
-                    self.mapped_at = Some(base);
-                }
-                Err(e) => warn_limited!("PIIX4 PM: cannot map the PM I/O block: {e}"),
-            }
-        }
+        crate::bus::remap_io(
+            &self.io_bus,
+            &mut self.mapped_at,
+            want,
+            PM_IO_LEN,
+            &device,
+            "PIIX4 PM I/O block",
+        );
     }
 }
 

@@ -430,28 +430,16 @@ impl Piix4Ide {
     /// write dispatched by the same bus: the bus takes its own lock only inside insert/remove and
     /// the block's mutex is not taken here.
     fn update_mapping(&mut self) {
+        let device: crate::bus::SharedDevice = self.bus_master.clone();
         let want = self.wanted_base();
-        if want == self.mapped_at {
-            return;
-        }
-        if let Some(old) = self.mapped_at.take() {
-            if let Err(e) = self.io_bus.remove(u64::from(old)) {
-                log::warn!("PIIX4 IDE: unmapping the bus-master block at {old:#x}: {e}");
-            }
-        }
-        if let Some(base) = want {
-            match self.io_bus.insert(
-                u64::from(base),
-                u64::from(spec::BM_IO_LEN),
-                self.bus_master.clone(),
-            ) {
-                Ok(()) => {
-                    log::debug!("PIIX4 IDE: bus-master block now at {base:#x}");
-                    self.mapped_at = Some(base);
-                }
-                Err(e) => warn_limited!("PIIX4 IDE: cannot map the bus-master block: {e}"),
-            }
-        }
+        crate::bus::remap_io(
+            &self.io_bus,
+            &mut self.mapped_at,
+            want,
+            spec::BM_IO_LEN,
+            &device,
+            "PIIX4 IDE bus-master block",
+        );
     }
 }
 
