@@ -20,6 +20,9 @@ want ld binutils
 want qemu-system-x86_64 qemu-system-x86
 want qemu-img qemu-utils
 want vhdiinfo libvhdi-utils
+want xorriso xorriso
+want mke2fs e2fsprogs
+want debugfs e2fsprogs
 want vhdimount libvhdi-utils
 want cpio cpio
 want depmod kmod
