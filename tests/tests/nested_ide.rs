@@ -33,7 +33,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use kettle_tests::nested::{
-    assets, guest_initrd_with, marker_values, require_tools, run_nested_with, section, GuestExtras,
+    guest_initrd_with, marker_values, require_tools, run_nested_with, section, GuestExtras,
     NestedOptions, NestedRun,
 };
 
@@ -540,100 +540,106 @@ fn results() -> &'static Results {
 }
 
 fn prepare_and_run() -> Results {
-    {
-        if let Err(e) = require_tools(&[
-            ("qemu-img", "qemu-utils"),
-            ("xorriso", "xorriso"),
-            ("sha256sum", "coreutils"),
-            ("as", "binutils"),
-            ("ld", "binutils"),
-        ]) {
-            panic!("the IDE tests need: {e}");
+    if let Err(e) = require_tools(&[
+        ("qemu-img", "qemu-utils"),
+        ("xorriso", "xorriso"),
+        ("sha256sum", "coreutils"),
+        ("as", "binutils"),
+        ("ld", "binutils"),
+    ]) {
+        panic!("the IDE tests need: {e}");
+    }
+    for tool in ["/usr/sbin/mke2fs", "/usr/sbin/e2fsck", "/usr/sbin/debugfs"] {
+        if !Path::new(tool).is_file() {
+            panic!("{tool} is missing (Debian package e2fsprogs)");
         }
-        for tool in ["/usr/sbin/mke2fs", "/usr/sbin/e2fsck", "/usr/sbin/debugfs"] {
-            if !Path::new(tool).is_file() {
-                panic!("{tool} is missing (Debian package e2fsprogs)");
-            }
-        }
-        let dir = std::env::temp_dir().join(format!("kettle-nested-ide-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("kettle-nested-ide-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
 
-        // A dynamic VHD made by qemu-img, as a user of another tool would bring it.
-        let vhd = dir.join("disk.vhd");
-        sh(
-            Command::new("qemu-img")
-                .args(["create", "-q", "-f", "vpc", "-o", "subformat=dynamic"])
-                .arg(&vhd)
-                .arg("64M"),
-            "qemu-img create",
-        );
-        let info = sh(
-            Command::new("qemu-img")
-                .args(["info", "--output", "json", "-f", "vpc"])
-                .arg(&vhd),
-            "qemu-img info",
-        );
-        let info: serde_json::Value = serde_json::from_str(&info).unwrap();
-        let vhd_virtual_size = info["virtual-size"].as_u64().expect("virtual-size");
+    // A dynamic VHD made by qemu-img, as a user of another tool would bring it.
+    let vhd = dir.join("disk.vhd");
+    sh(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "vpc", "-o", "subformat=dynamic"])
+            .arg(&vhd)
+            .arg("64M"),
+        "qemu-img create",
+    );
+    let info = sh(
+        Command::new("qemu-img")
+            .args(["info", "--output", "json", "-f", "vpc"])
+            .arg(&vhd),
+        "qemu-img info",
+    );
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let vhd_virtual_size = info["virtual-size"].as_u64().expect("virtual-size");
 
-        // An ISO 9660 image with Rock Ridge and Joliet, made by xorriso.
-        let tree = dir.join("iso");
-        let iso_hashes = make_iso_tree(&tree);
-        let iso = dir.join("test.iso");
-        sh(
-            Command::new("xorriso")
-                .args(["-as", "mkisofs", "-quiet", "-R", "-J", "-V", "KETTLE_TEST", "-o"])
-                .arg(&iso)
-                .arg(&tree),
-            "xorriso",
-        );
+    // An ISO 9660 image with Rock Ridge and Joliet, made by xorriso.
+    let tree = dir.join("iso");
+    let iso_hashes = make_iso_tree(&tree);
+    let iso = dir.join("test.iso");
+    sh(
+        Command::new("xorriso")
+            .args([
+                "-as",
+                "mkisofs",
+                "-quiet",
+                "-R",
+                "-J",
+                "-V",
+                "KETTLE_TEST",
+                "-o",
+            ])
+            .arg(&iso)
+            .arg(&tree),
+        "xorriso",
+    );
 
-        let ata_pt = assemble_ata_pt(&dir);
-        let write_files: String = FILES
-            .iter()
-            .map(|(name, args)| {
-                format!("dd if=/dev/urandom of=/mnt/disk/{name} {args} 2>/dev/null; echo \"DD-STATUS {name} $?\"\n")
-            })
-            .collect();
-        let fill = FILL.replace("@WRITE_FILES@", &write_files);
-        let mut extras = GuestExtras::new()
-            .bin("/usr/sbin/mke2fs", "/usr/sbin/mke2fs")
-            .file(&ata_pt, "/bin/ata-pt");
-        for module in MODULES.split(',') {
-            extras = extras.module(module);
-        }
-        if Path::new("/etc/mke2fs.conf").is_file() {
-            extras = extras.file("/etc/mke2fs.conf", "/etc/mke2fs.conf");
-        }
-        let initrd = guest_initrd_with(
-            &[("fill", &fill), ("child", CHILD), ("ro", READONLY)],
-            &extras,
-            &dir.join("initrd-ide.gz"),
-        )
-        .unwrap_or_else(|e| panic!("building the test initramfs: {e}"));
-        assets().unwrap_or_else(|e| panic!("guest assets: {e}"));
+    let ata_pt = assemble_ata_pt(&dir);
+    let write_files: String = FILES
+        .iter()
+        .map(|(name, args)| {
+            format!("dd if=/dev/urandom of=/mnt/disk/{name} {args} 2>/dev/null; echo \"DD-STATUS {name} $?\"\n")
+        })
+        .collect();
+    let fill = FILL.replace("@WRITE_FILES@", &write_files);
+    let mut extras = GuestExtras::new()
+        .bin("/usr/sbin/mke2fs", "/usr/sbin/mke2fs")
+        .file(&ata_pt, "/bin/ata-pt");
+    for module in MODULES.split(',') {
+        extras = extras.module(module);
+    }
+    if Path::new("/etc/mke2fs.conf").is_file() {
+        extras = extras.file("/etc/mke2fs.conf", "/etc/mke2fs.conf");
+    }
+    let initrd = guest_initrd_with(
+        &[("fill", &fill), ("child", CHILD), ("ro", READONLY)],
+        &extras,
+        &dir.join("initrd-ide.gz"),
+    )
+    .unwrap_or_else(|e| panic!("building the test initramfs: {e}"));
 
-        let names: Vec<&str> = FILES.iter().map(|(n, _)| *n).collect();
-        let script = SCRIPT
-            .replace("@MODULES@", MODULES)
-            .replace("@FILES@", &names.join(" "));
-        let options = NestedOptions::new(Duration::from_secs(600))
-            .add(&initrd, "/guest/initrd-ide.gz")
-            .add(&vhd, "/guest/disk.vhd")
-            .add(&iso, "/guest/test.iso")
-            .bin("/usr/sbin/e2fsck", "/usr/sbin/e2fsck")
-            .bin("/usr/sbin/debugfs", "/usr/sbin/debugfs");
-        let run = run_nested_with(&script, &options);
-        let _ = std::fs::remove_dir_all(&dir);
-        if let Some(path) = std::env::var_os("KETTLE_IDE_LOG") {
-            let _ = std::fs::write(path, &run.console);
-        }
-        Results {
-            run,
-            iso_hashes,
-            vhd_virtual_size,
-        }
+    let names: Vec<&str> = FILES.iter().map(|(n, _)| *n).collect();
+    let script = SCRIPT
+        .replace("@MODULES@", MODULES)
+        .replace("@FILES@", &names.join(" "));
+    let options = NestedOptions::new(Duration::from_secs(600))
+        .add(&initrd, "/guest/initrd-ide.gz")
+        .add(&vhd, "/guest/disk.vhd")
+        .add(&iso, "/guest/test.iso")
+        .bin("/usr/sbin/e2fsck", "/usr/sbin/e2fsck")
+        .bin("/usr/sbin/debugfs", "/usr/sbin/debugfs");
+    let run = run_nested_with(&script, &options);
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(path) = std::env::var_os("KETTLE_IDE_LOG") {
+        let _ = std::fs::write(path, &run.console);
+    }
+    Results {
+        run,
+        iso_hashes,
+        vhd_virtual_size,
     }
 }
 
@@ -652,7 +658,8 @@ fn one(marker: &str) -> &'static str {
 }
 
 fn values(marker: &str) -> Vec<&'static str> {
-    // "MARKER " so that FILE-SHA does not also match HOST-FILE-SHA's suffix and the like.
+    // At the start of a line and followed by a space: "RO-SHA" is not "RO-SHA-BEFORE", and
+    // "SCRATCH-PT ATAPT r 1" is not "SCRATCH-PT ATAPT r 16383".
     let with_space = format!("{marker} ");
     out()
         .lines()
@@ -973,8 +980,16 @@ fn writes_past_the_end_of_a_vhd_fail_and_leave_it_intact() {
         format!("r {sectors}"),
     ] {
         let (_, error, status) = atapt("CHILD-PT", &args);
-        assert_eq!(status & 0x01, 0x01, "ATAPT {args}: ATA status {status:#x} lacks ERR");
-        assert_eq!(error & 0x10, 0x10, "ATAPT {args}: ATA error {error:#x} lacks IDNF");
+        assert_eq!(
+            status & 0x01,
+            0x01,
+            "ATAPT {args}: ATA status {status:#x} lacks ERR"
+        );
+        assert_eq!(
+            error & 0x10,
+            0x10,
+            "ATAPT {args}: ATA error {error:#x} lacks IDNF"
+        );
     }
     assert_eq!(one("VHD-CHILD-AFTER"), one("VHD-CHILD-BEFORE"));
     assert_eq!(one("VHD-CHILD-CHECK"), "0", "{}", out());

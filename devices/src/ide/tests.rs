@@ -1102,7 +1102,11 @@ fn a_good_command_clears_the_error_of_the_one_before() {
     r.command(0, CMD_READ_SECTORS);
     assert_eq!(r.read_words(0, 256), disk.sector(99));
     assert_eq!(r.status(0), STATUS_DRDY | STATUS_DSC);
-    assert_eq!(r.error(0), 0, "the IDNF of the previous command is still there");
+    assert_eq!(
+        r.error(0),
+        0,
+        "the IDNF of the previous command is still there"
+    );
 }
 
 #[test]
