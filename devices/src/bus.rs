@@ -244,6 +244,19 @@ pub(crate) mod testing {
         }
     }
 
+    /// An output sink whose bytes the test can look at (a UART's or printer's host side).
+    #[derive(Clone, Default)]
+    pub struct Sink(pub Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[derive(Default)]
     pub struct FakeControl {
         pub requests: Mutex<Vec<VmRequest>>,

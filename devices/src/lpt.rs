@@ -200,20 +200,8 @@ impl BusDevice for Lpt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::testing::FakeIrq;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::bus::testing::{FakeIrq, Sink};
+    use std::sync::Arc;
 
     fn port() -> (Lpt, Arc<FakeIrq>, Sink) {
         let irq = Arc::new(FakeIrq::default());
