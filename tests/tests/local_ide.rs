@@ -456,6 +456,35 @@ main:
     assert_eq!(r.disk, pattern(), "the image is untouched");
 }
 
+/// Starts a VM whose guest waits on its console (a unix socket nobody writes to) with `disk`,
+/// and returns once kettle is up (its socket exists). The caller kills it.
+fn start_waiting_vm(
+    waiter: &std::path::Path,
+    sock: &std::path::Path,
+    disk: &std::path::Path,
+) -> std::process::Child {
+    let child = Command::new(kettle_binary())
+        .arg("run")
+        .arg("--kernel")
+        .arg(waiter)
+        .arg("--serial")
+        .arg(format!("unix:{}", sock.display()))
+        .arg(format!("--disk={}", disk.display()))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the first VM did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 /// The guest of the undo tests: writes 'K' + i into sector 7 and flushes.
 const WRITE_SECTOR_7: &str = r#"
 main:
@@ -597,25 +626,7 @@ fn a_writable_image_in_use_is_refused_with_a_clear_message() {
     let disk = dir.join("shared.img");
     std::fs::write(&disk, pattern()).unwrap();
     let sock = dir.join("console.sock");
-    let mut first = Command::new(kettle_binary())
-        .arg("run")
-        .arg("--kernel")
-        .arg(&waiter)
-        .arg("--serial")
-        .arg(format!("unix:{}", sock.display()))
-        .arg(format!("--disk={}", disk.display()))
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !sock.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the first VM did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut first = start_waiting_vm(&waiter, &sock, &disk);
     let second = Command::new(kettle_binary())
         .arg("run")
         .arg("--kernel")
@@ -673,25 +684,7 @@ fn clones_of_one_golden_image_run_at_once_and_leave_it_unchanged() {
     let golden_bytes = std::fs::read(&golden).unwrap();
 
     let sock = dir.join("console.sock");
-    let mut first = Command::new(kettle_binary())
-        .arg("run")
-        .arg("--kernel")
-        .arg(&waiter)
-        .arg("--serial")
-        .arg(format!("unix:{}", sock.display()))
-        .arg(format!("--disk={}", c1.display()))
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !sock.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the first VM did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut first = start_waiting_vm(&waiter, &sock, &c1);
     let (code, out, err) = run_kettle(&writer, &[&format!("--disk={}", c2.display())]);
     // The golden image is shared read-only: nobody may open it for writing meanwhile.
     let (busy, _, busy_err) = run_kettle(&writer, &[&format!("--disk={}", golden.display())]);
