@@ -1130,33 +1130,7 @@ fn bcd(v: u8) -> u8 {
     ((v / 10) << 4) | (v % 10)
 }
 
-impl ScsiTarget for ScsiCdrom {
-    fn plan(&mut self, cdb: &[u8]) -> Result<Plan, Sense> {
-        let r = self.prepare(cdb).map(|(_, plan)| plan);
-        if let Err(s) = r {
-            self.cond.sense = s;
-        }
-        r
-    }
-
-    fn execute(&mut self, cdb: &[u8], data: &mut Vec<u8>) -> Result<(), Sense> {
-        let r = self.prepare(cdb).and_then(|(cmd, plan)| {
-            if plan.direction != Direction::Out {
-                data.clear();
-            }
-            self.run(cmd, Cdb(cdb), data)
-        });
-        if let Err(s) = r {
-            self.cond.sense = s;
-            data.clear();
-        }
-        r
-    }
-
-    fn sense(&self) -> Sense {
-        self.cond.sense
-    }
-}
+impl_scsi_target!(ScsiCdrom);
 
 #[cfg(test)]
 mod tests {

@@ -445,33 +445,7 @@ fn lba_count(cdb: Cdb) -> (u64, u64) {
     }
 }
 
-impl ScsiTarget for ScsiDisk {
-    fn plan(&mut self, cdb: &[u8]) -> Result<Plan, Sense> {
-        let r = self.prepare(cdb).map(|(_, plan)| plan);
-        if let Err(s) = r {
-            self.cond.sense = s;
-        }
-        r
-    }
-
-    fn execute(&mut self, cdb: &[u8], data: &mut Vec<u8>) -> Result<(), Sense> {
-        let r = self.prepare(cdb).and_then(|(cmd, plan)| {
-            if plan.direction != Direction::Out {
-                data.clear();
-            }
-            self.run(cmd, Cdb(cdb), data)
-        });
-        if let Err(s) = r {
-            self.cond.sense = s;
-            data.clear();
-        }
-        r
-    }
-
-    fn sense(&self) -> Sense {
-        self.cond.sense
-    }
-}
+impl_scsi_target!(ScsiDisk);
 
 #[cfg(test)]
 mod tests {

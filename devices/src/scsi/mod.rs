@@ -33,6 +33,41 @@
 //! its requests under it; `sr` and Windows never come near it. Allocation lengths only bound
 //! what is sent: responses are built at their natural size and cut.
 
+/// The `ScsiTarget` methods every target shares: `plan` and `execute` decode the CDB with the
+/// target's own `prepare(cdb) -> Result<(Command, Plan), Sense>`, `execute` then calls its
+/// `run(cmd, Cdb, data)`; a failure is kept in `cond.sense` for REQUEST SENSE.
+macro_rules! impl_scsi_target {
+    ($target:ty) => {
+        impl ScsiTarget for $target {
+            fn plan(&mut self, cdb: &[u8]) -> Result<Plan, Sense> {
+                let r = self.prepare(cdb).map(|(_, plan)| plan);
+                if let Err(s) = r {
+                    self.cond.sense = s;
+                }
+                r
+            }
+
+            fn execute(&mut self, cdb: &[u8], data: &mut Vec<u8>) -> Result<(), Sense> {
+                let r = self.prepare(cdb).and_then(|(cmd, plan)| {
+                    if plan.direction != Direction::Out {
+                        data.clear();
+                    }
+                    self.run(cmd, Cdb(cdb), data)
+                });
+                if let Err(s) = r {
+                    self.cond.sense = s;
+                    data.clear();
+                }
+                r
+            }
+
+            fn sense(&self) -> Sense {
+                self.cond.sense
+            }
+        }
+    };
+}
+
 mod cdrom;
 mod disk;
 pub mod spec;
