@@ -129,30 +129,52 @@ fn cookie_text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).escape_default().to_string()
 }
 
+/// The 8-byte cookie that opens a structure at `offset`.
+fn check_cookie(
+    found: &[u8],
+    expected: &[u8; 8],
+    name: &str,
+    structure: Structure,
+    offset: u64,
+) -> Result<(), Problem> {
+    if found == expected {
+        return Ok(());
+    }
+    Err(Problem::BadCookie {
+        structure,
+        offset,
+        expected: name.into(),
+        found: cookie_text(found),
+    })
+}
+
+/// A structure's stored one's-complement checksum against the one computed over its bytes.
+fn check_checksum(
+    stored: u32,
+    computed: u32,
+    structure: Structure,
+    offset: u64,
+) -> Result<(), Problem> {
+    if stored == computed {
+        return Ok(());
+    }
+    Err(Problem::ChecksumMismatch {
+        structure,
+        offset,
+        stored,
+        computed,
+    })
+}
+
 /// Validates a footer's bytes read at `offset`.
 pub(crate) fn validate_footer(
     b: &[u8; FOOTER_SIZE],
     structure: Structure,
     offset: u64,
 ) -> Result<Footer, Problem> {
-    if b[0..8] != FOOTER_COOKIE {
-        return Err(Problem::BadCookie {
-            structure,
-            offset,
-            expected: "conectix".into(),
-            found: cookie_text(&b[0..8]),
-        });
-    }
+    check_cookie(&b[0..8], &FOOTER_COOKIE, "conectix", structure, offset)?;
     let f = Footer::decode(b);
-    let computed = Footer::compute_checksum(b);
-    if f.checksum != computed {
-        return Err(Problem::ChecksumMismatch {
-            structure,
-            offset,
-            stored: f.checksum,
-            computed,
-        });
-    }
+    check_checksum(f.checksum, Footer::compute_checksum(b), structure, offset)?;
     let field = |field: &'static str, at: usize, detail: String| Problem::BadField {
         structure,
         field,
@@ -200,24 +222,14 @@ pub(crate) fn validate_header(
     offset: u64,
 ) -> Result<DynamicHeader, Problem> {
     let structure = Structure::DynamicHeader;
-    if b[0..8] != DYNAMIC_COOKIE {
-        return Err(Problem::BadCookie {
-            structure,
-            offset,
-            expected: "cxsparse".into(),
-            found: cookie_text(&b[0..8]),
-        });
-    }
+    check_cookie(&b[0..8], &DYNAMIC_COOKIE, "cxsparse", structure, offset)?;
     let h = DynamicHeader::decode(b);
-    let computed = DynamicHeader::compute_checksum(b);
-    if h.checksum != computed {
-        return Err(Problem::ChecksumMismatch {
-            structure,
-            offset,
-            stored: h.checksum,
-            computed,
-        });
-    }
+    check_checksum(
+        h.checksum,
+        DynamicHeader::compute_checksum(b),
+        structure,
+        offset,
+    )?;
     let field = |field: &'static str, at: usize, detail: String| Problem::BadField {
         structure,
         field,
