@@ -6,7 +6,8 @@
 # Installs (apt, as root or through sudo) only what is missing: a C toolchain and binutils (the
 # test suite assembles its small guest programs), QEMU for the nested test host, busybox,
 # cpio/kmod/xz/zstd for building initramfs images, qemu-utils and libvhdi-utils (independent
-# VHD tools the tests check kettle's files against). Checks that cargo is there and
+# VHD tools the tests check kettle's files against), passt (user-mode networking for the NIC) and
+# tcpdump (reads the pcap files kettle writes). Checks that cargo is there and
 # says how to get it when it is not. Safe to run again: it does nothing when all is present.
 set -euo pipefail
 
@@ -29,6 +30,8 @@ want depmod kmod
 want xz xz-utils
 want zstd zstd
 want curl curl
+want passt passt
+want tcpdump tcpdump
 [ -x /bin/busybox ] || need_pkgs+=(busybox-static)
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -155,21 +155,47 @@ pub fn remap_io(
     device: &SharedDevice,
     what: &str,
 ) {
+    remap(bus, mapped_at, want, u64::from(len), device, what);
+}
+
+/// Like [`remap_io`] for a block a PCI function decodes through a 32-bit memory BAR, on an MMIO
+/// bus.
+pub fn remap_mmio(
+    bus: &Bus,
+    mapped_at: &mut Option<u32>,
+    want: Option<u32>,
+    len: u32,
+    device: &SharedDevice,
+    what: &str,
+) {
+    remap(bus, mapped_at, want, u64::from(len), device, what);
+}
+
+fn remap<T: Copy + PartialEq + Into<u64>>(
+    bus: &Bus,
+    mapped_at: &mut Option<T>,
+    want: Option<T>,
+    len: u64,
+    device: &SharedDevice,
+    what: &str,
+) {
     if want == *mapped_at {
         return;
     }
     if let Some(old) = mapped_at.take() {
-        if let Err(e) = bus.remove(u64::from(old)) {
+        let old: u64 = old.into();
+        if let Err(e) = bus.remove(old) {
             log::warn!("{what}: unmapping at {old:#x}: {e}");
         }
     }
     if let Some(base) = want {
-        match bus.insert(u64::from(base), u64::from(len), device.clone()) {
+        let at: u64 = base.into();
+        match bus.insert(at, len, device.clone()) {
             Ok(()) => {
-                log::debug!("{what} now at {base:#x}");
+                log::debug!("{what} now at {at:#x}");
                 *mapped_at = Some(base);
             }
-            Err(e) => warn_limited!("{what}: cannot map it at {base:#x}: {e}"),
+            Err(e) => warn_limited!("{what}: cannot map it at {at:#x}: {e}"),
         }
     }
 }

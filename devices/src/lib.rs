@@ -17,5 +17,6 @@ pub mod post;
 pub mod rtc;
 pub mod scsi;
 pub mod serial;
+pub mod tulip;
 
 pub use bus::{Bus, BusDevice, BusError, Irq, IrqLine, SharedDevice, Timer, VmControl, VmRequest};

@@ -13,8 +13,9 @@
 //! - `pci_read ADDR`: %eax = PCI config dword at the CONFIG_ADDRESS value ADDR.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// Port of the PIIX4 PM block as kettle's firmware programs it (arch::layout::PM_IO_BASE).
 pub const PM_IO_BASE: u16 = 0x600;
@@ -165,4 +166,41 @@ pub fn remove(elf: &Path) {
     if let Some(d) = elf.parent() {
         let _ = std::fs::remove_dir_all(d);
     }
+}
+
+/// Runs `kettle run --kernel ELF --serial file:... ARGS` to its end (60 s at most): exit code,
+/// serial output, stderr.
+pub fn run_kettle(elf: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let serial = elf.with_extension("serial");
+    let mut child = Command::new(crate::nested::kettle_binary())
+        .arg("run")
+        .arg("--kernel")
+        .arg(elf)
+        .arg("--serial")
+        .arg(format!("file:{}", serial.display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting kettle");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!(
+                "kettle hung; serial so far: {}",
+                std::fs::read_to_string(&serial).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let out = std::fs::read_to_string(&serial).unwrap_or_default();
+    let _ = std::fs::remove_file(&serial);
+    (status.code(), out, stderr)
 }

@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kettle_tests::guest;
+use kettle_tests::guest::{self, run_kettle};
 use kettle_tests::nested::kettle_binary;
 
 const SECTORS: usize = 2048; // a 1 MiB raw disk
@@ -120,43 +120,6 @@ fn run_ide_guest(name: &str, body: &str, disk_opts: &str) -> IdeRun {
     };
     guest::remove(&elf);
     r
-}
-
-/// Runs `kettle run --kernel ELF --serial file:... ARGS` to its end (60 s at most): exit code,
-/// serial output, stderr.
-fn run_kettle(elf: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let serial = elf.with_extension("serial");
-    let mut child = Command::new(kettle_binary())
-        .arg("run")
-        .arg("--kernel")
-        .arg(elf)
-        .arg("--serial")
-        .arg(format!("file:{}", serial.display()))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting kettle");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!(
-                "kettle hung; serial so far: {}",
-                std::fs::read_to_string(&serial).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    let out = std::fs::read_to_string(&serial).unwrap_or_default();
-    let _ = std::fs::remove_file(&serial);
-    (status.code(), out, stderr)
 }
 
 #[test]

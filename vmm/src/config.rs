@@ -8,6 +8,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 use crate::console::SerialSpec;
+use crate::nic::{NicSpec, MAX_NICS};
 use crate::storage::{assign_slots, DriveKind, DriveSpec, UndoAction};
 
 /// Default guest RAM: 256 MiB.
@@ -59,6 +60,10 @@ pub enum ConfigError {
     SharedSerialBackend(String),
     #[error("kernel command line is {0} bytes; Linux accepts at most 2047")]
     CmdlineTooLong(usize),
+    #[error("{0} NICs given; the machine has room for at most {MAX_NICS}")]
+    TooManyNics(usize),
+    #[error("NICs {0} and {1} both have MAC address {2}; give one of them mac=... (or give the VM a --name)")]
+    DuplicateMac(usize, usize, String),
 }
 
 /// A memory size in bytes, written and parsed as `512M`, `2G`, `1048576`, ...
@@ -139,6 +144,12 @@ pub struct VmConfig {
     pub drives: Vec<DriveSpec>,
     /// What happens to undo disks when the VM stops.
     pub undo_action: UndoAction,
+    /// The VM's name, if given: default MAC addresses derive from it.
+    pub name: Option<String>,
+    /// The configuration file this came from, if any (another source of the VM's identity).
+    pub config_file: Option<PathBuf>,
+    /// Network cards, in PCI slot order.
+    pub nics: Vec<NicSpec>,
 }
 
 /// The same settings as the flags, as they appear in a TOML file. Every field is optional; paths
@@ -160,9 +171,16 @@ pub struct FileConfig {
     /// CD images, each `[ideC:D=]PATH` as for `--cdrom`.
     pub cdrom: Option<OneOrMany>,
     pub undo_action: Option<String>,
+    /// The VM's name (default MAC addresses derive from it).
+    pub name: Option<String>,
+    /// Network cards, each `tulip,backend=...` as for `--nic`.
+    pub nic: Option<OneOrMany>,
     /// The file's directory, for relative image paths.
     #[serde(skip)]
     pub dir: PathBuf,
+    /// The file itself.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 /// A TOML value that is one string or a list of them.
@@ -207,6 +225,9 @@ pub struct Overrides {
     /// `--cdrom` values; when any are given they replace the file's CDs.
     pub cdroms: Vec<DriveSpec>,
     pub undo_action: Option<UndoAction>,
+    pub name: Option<String>,
+    /// `--nic` values; when any are given they replace the file's NICs.
+    pub nics: Vec<NicSpec>,
 }
 
 impl FileConfig {
@@ -226,6 +247,7 @@ impl FileConfig {
             }
         }
         cfg.dir = dir.to_path_buf();
+        cfg.path = Some(path.canonicalize().unwrap_or_else(|_| path.to_path_buf()));
         Ok(cfg)
     }
 }
@@ -299,7 +321,20 @@ impl VmConfig {
             (None, Some(a)) => parse_value("undo_action", &a)?,
             (None, None) => UndoAction::Keep,
         };
+        let nics = if o.nics.is_empty() {
+            f.nic
+                .map(OneOrMany::into_vec)
+                .unwrap_or_default()
+                .iter()
+                .map(|s| parse_value::<NicSpec>("nic", s))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            o.nics
+        };
         let cfg = VmConfig {
+            name: o.name.or(f.name),
+            config_file: f.path,
+            nics,
             kernel: o.kernel.or(f.kernel).ok_or(ConfigError::NoKernel)?,
             initrd: o.initrd.or(f.initrd),
             cmdline: o
@@ -360,7 +395,41 @@ impl VmConfig {
         if self.cmdline.len() >= arch::boot::CMDLINE_MAX {
             return Err(ConfigError::CmdlineTooLong(self.cmdline.len()));
         }
+        if self.nics.len() > MAX_NICS {
+            return Err(ConfigError::TooManyNics(self.nics.len()));
+        }
+        let macs = self.nic_macs();
+        for (i, a) in macs.iter().enumerate() {
+            if let Some(j) = macs[..i].iter().position(|b| b == a) {
+                return Err(ConfigError::DuplicateMac(j, i, crate::nic::format_mac(a)));
+            }
+        }
         Ok(())
+    }
+
+    /// What identifies this VM for default MAC addresses: its name, else its configuration
+    /// file, else its first disk, else its kernel (absolute paths when they resolve).
+    pub fn identity(&self) -> String {
+        if let Some(n) = &self.name {
+            return format!("name:{n}");
+        }
+        let path = self
+            .config_file
+            .as_deref()
+            .or(self.drives.first().map(|d| d.path.as_path()))
+            .unwrap_or(&self.kernel);
+        let abs = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        format!("path:{}", abs.display())
+    }
+
+    /// Each NIC's MAC address: the one given, else the default derived from [`Self::identity`].
+    pub fn nic_macs(&self) -> Vec<[u8; 6]> {
+        let id = self.identity();
+        self.nics
+            .iter()
+            .enumerate()
+            .map(|(i, n)| n.mac.unwrap_or_else(|| crate::nic::default_mac(&id, i)))
+            .collect()
     }
 }
 
@@ -560,6 +629,45 @@ mod tests {
         .to_string();
         assert!(
             e.starts_with("disk /nonexistent/a.vhd: No such file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn nics_get_stable_distinct_macs_and_limits() {
+        let k = kernel_file();
+        let nic = |s: &str| s.parse::<NicSpec>().unwrap();
+        let base = |nics: Vec<NicSpec>, name: Option<&str>| Overrides {
+            kernel: Some(k.0.clone()),
+            nics,
+            name: name.map(str::to_string),
+            ..Default::default()
+        };
+        let two = vec![nic("tulip,backend=none"), nic("tulip,backend=none")];
+        let a = VmConfig::resolve(None, base(two.clone(), Some("a"))).unwrap();
+        let macs = a.nic_macs();
+        assert_ne!(macs[0], macs[1]);
+        assert_eq!(
+            macs,
+            VmConfig::resolve(None, base(two.clone(), Some("a")))
+                .unwrap()
+                .nic_macs()
+        );
+        let b = VmConfig::resolve(None, base(two.clone(), Some("b"))).unwrap();
+        assert_ne!(macs, b.nic_macs());
+        let e = VmConfig::resolve(None, base(vec![nic("tulip,backend=none"); 5], None))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "5 NICs given; the machine has room for at most 4");
+        let same = vec![
+            nic("tulip,backend=none,mac=00:03:ff:00:00:01"),
+            nic("tulip,backend=none,mac=00:03:ff:00:00:01"),
+        ];
+        let e = VmConfig::resolve(None, base(same, None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("NICs 0 and 1 both have MAC address 00:03:ff:00:00:01"),
             "{e}"
         );
     }

@@ -85,9 +85,85 @@ impl IrqLine for KvmIrq {
     }
 }
 
+/// A level-triggered line several PCI functions share (PCI interrupts are wired-OR: the line is
+/// asserted while any function asserts it). Each function gets its own [`IrqLine`] from
+/// [`SharedLevelIrq::source`].
+pub struct SharedLevelIrq {
+    line: Arc<dyn IrqLine>,
+    /// One bit per source that currently asserts the line.
+    asserted: std::sync::Mutex<u64>,
+    sources: std::sync::atomic::AtomicU32,
+}
+
+impl SharedLevelIrq {
+    pub fn new(line: Arc<dyn IrqLine>) -> Arc<Self> {
+        Arc::new(Self {
+            line,
+            asserted: std::sync::Mutex::new(0),
+            sources: std::sync::atomic::AtomicU32::new(0),
+        })
+    }
+
+    /// A new input of the wired-OR; at most 64 per line.
+    pub fn source(self: &Arc<Self>) -> Arc<dyn IrqLine> {
+        let n = self
+            .sources
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(n < 64, "more than 64 sources on one shared interrupt line");
+        Arc::new(SharedSource {
+            shared: self.clone(),
+            bit: 1 << n,
+        })
+    }
+}
+
+struct SharedSource {
+    shared: Arc<SharedLevelIrq>,
+    bit: u64,
+}
+
+impl IrqLine for SharedSource {
+    fn set_level(&self, high: bool) {
+        let mut asserted = self.shared.asserted.lock().unwrap();
+        let was = *asserted != 0;
+        if high {
+            *asserted |= self.bit;
+        } else {
+            *asserted &= !self.bit;
+        }
+        let now = *asserted != 0;
+        // Under the lock, so two sources changing at once cannot reorder the line's edges.
+        if now != was {
+            self.shared.line.set_level(now);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<bool>>);
+    impl IrqLine for Recorder {
+        fn set_level(&self, high: bool) {
+            self.0.lock().unwrap().push(high);
+        }
+    }
+
+    #[test]
+    fn shared_line_is_the_or_of_its_sources() {
+        let rec = Arc::new(Recorder::default());
+        let shared = SharedLevelIrq::new(rec.clone());
+        let (a, b) = (shared.source(), shared.source());
+        a.set_level(true);
+        b.set_level(true);
+        a.set_level(false);
+        assert_eq!(*rec.0.lock().unwrap(), vec![true], "still held by b");
+        b.set_level(false);
+        b.set_level(false);
+        assert_eq!(*rec.0.lock().unwrap(), vec![true, false]);
+    }
 
     #[test]
     fn gsi0_is_ioapic_pin2_and_cascade_is_unrouted() {

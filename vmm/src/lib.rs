@@ -13,6 +13,8 @@ pub mod event_loop;
 pub mod guest_dma;
 pub mod irq;
 pub mod machine;
+pub mod net;
+pub mod nic;
 pub mod storage;
 pub mod timer;
 pub mod vcpu;

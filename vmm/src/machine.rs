@@ -15,12 +15,14 @@ use devices::post::PostCode;
 use devices::rtc::Rtc;
 use devices::scsi::ScsiCdrom;
 use devices::serial::Serial;
+use devices::tulip::{Tulip, TulipConfig, TulipCore};
 use devices::{Bus, Irq, SharedDevice, VmControl};
 use kvm_ioctls::VmFd;
 
 use crate::control::Control;
 use crate::event_loop::{ConsoleInput, InputSink, Subscriber, TimerWatch};
-use crate::irq::KvmIrq;
+use crate::irq::{KvmIrq, SharedLevelIrq};
+use crate::nic::{BackendSink, NetRx, RxReady};
 use crate::storage::DriveKind;
 use crate::timer::{DeviceTimer, TimerFd};
 use crate::vm::HostResources;
@@ -32,11 +34,27 @@ pub const PIIX4_IDE_DEVFN: (u8, u8) = (7, 1);
 /// The PIIX4 IDE channels' legacy interrupt lines.
 pub const IDE_IRQS: [u32; 2] = [14, 15];
 pub const PIIX4_PM_DEVFN: (u8, u8) = (7, 3);
+/// The network cards' PCI devices (function 0), in `--nic` order. Hyper-V generation 1 puts its
+/// legacy (21140) network adapter at 00:0a.0.
+pub const NIC_SLOTS: [u8; crate::nic::MAX_NICS] = [10, 11, 12, 13];
+/// Where the firmware leaves NIC n's I/O BAR: NIC_IO_BASE + n * NIC_IO_STRIDE.
+pub const NIC_IO_BASE: u16 = 0xc000;
+pub const NIC_IO_STRIDE: u16 = 0x100;
+/// Where it leaves NIC n's memory BAR: NIC_MMIO_BASE + n * NIC_MMIO_STRIDE (inside the host
+/// bridge's 32-bit window, below the IOAPIC).
+pub const NIC_MMIO_BASE: u32 = 0xfebf_0000;
+pub const NIC_MMIO_STRIDE: u32 = 0x1000;
+
+/// The GSI a function's INTA# reaches: the swizzle the DSDT's _PRT describes.
+pub fn pci_inta_gsi(slot: u8) -> u32 {
+    u32::from(layout::PIRQ_IRQS[usize::from(slot) % layout::PIRQ_IRQS.len()])
+}
 
 /// What the machine is built from.
 pub struct MachineHost<'a> {
     pub vm: Arc<VmFd>,
     pub io_bus: Arc<Bus>,
+    pub mmio_bus: Arc<Bus>,
     pub control: Arc<Control>,
     pub layout: &'a MemoryLayout,
     pub host: &'a HostResources,
@@ -53,6 +71,16 @@ pub struct Machine {
     pub post: Arc<Mutex<PostCode>>,
     consoles: [Arc<Mutex<crate::console::ConsoleBackend>>; 2],
     cmos: Arc<Mutex<Option<devices::rtc::RtcState>>>,
+    pub nics: Vec<NicParts>,
+}
+
+/// One network card of this boot and what the event loop needs of it.
+pub struct NicParts {
+    pub tulip: Arc<Mutex<Tulip>>,
+    core: Arc<Mutex<TulipCore>>,
+    timer: Arc<TimerFd>,
+    ready: Arc<RxReady>,
+    backend: Arc<dyn crate::net::NetBackend>,
 }
 
 /// The IDE drives of this boot, from the drives the host opened once for the whole run (a CD
@@ -185,6 +213,51 @@ impl Machine {
             }
         }
         root.add(PIIX4_IDE_DEVFN, ide).map_err(|e| e.to_string())?;
+
+        // PCI interrupts are level-triggered and wired-OR: cards whose INTA# reach the same PIRQ
+        // share one line.
+        let mut shared: std::collections::BTreeMap<u32, Arc<SharedLevelIrq>> = Default::default();
+        let mut nics = Vec::new();
+        for (i, nic) in h.host.nics.iter().enumerate() {
+            let slot = NIC_SLOTS[i];
+            let gsi = pci_inta_gsi(slot);
+            let line = shared
+                .entry(gsi)
+                .or_insert_with(|| SharedLevelIrq::new(irq(gsi)))
+                .source();
+            let timer = TimerFd::new().map_err(|e| format!("NIC {i} timer: {e}"))?;
+            let ready = Arc::new(RxReady(
+                vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK)
+                    .map_err(|e| format!("NIC {i} eventfd: {e}"))?,
+            ));
+            let tulip = Tulip::new(
+                bus.clone(),
+                h.mmio_bus.clone(),
+                line,
+                h.mem.clone(),
+                Box::new(DeviceTimer(timer.clone())),
+                Box::new(BackendSink(nic.backend.clone())),
+                ready.clone(),
+                TulipConfig {
+                    mac: nic.mac,
+                    io_base: NIC_IO_BASE + i as u16 * NIC_IO_STRIDE,
+                    mmio_base: NIC_MMIO_BASE + i as u32 * NIC_MMIO_STRIDE,
+                    interrupt_line: gsi as u8,
+                },
+            )
+            .map_err(|e| format!("NIC {i}: {e}"))?;
+            let core = tulip.core();
+            let tulip = Arc::new(Mutex::new(tulip));
+            root.add((slot, 0), tulip.clone())
+                .map_err(|e| e.to_string())?;
+            nics.push(NicParts {
+                tulip,
+                core,
+                timer,
+                ready,
+                backend: nic.backend.clone(),
+            });
+        }
         let pci = Arc::new(Mutex::new(root));
         let mech = Arc::new(Mutex::new(PciConfigMech1::new(pci.clone(), control)));
         place(bus, layout::PCI_CONFIG_PORT, 8, &mech)?;
@@ -197,6 +270,7 @@ impl Machine {
             post,
             consoles: h.host.serial.clone(),
             cmos: h.host.cmos.clone(),
+            nics,
         })
     }
 
@@ -216,12 +290,27 @@ impl Machine {
             self.rtc_timer.clone(),
             move || rtc.lock().unwrap().timer_expired(),
         ))));
+        for nic in &self.nics {
+            v.push(Arc::new(Mutex::new(NetRx::new(
+                nic.core.clone(),
+                nic.backend.clone(),
+                nic.ready.clone(),
+            )?)));
+            let core = nic.core.clone();
+            v.push(Arc::new(Mutex::new(TimerWatch::new(
+                nic.timer.clone(),
+                move || core.lock().unwrap().timer_expired(),
+            ))));
+        }
         Ok(v)
     }
 
     /// Called when the VM has stopped: disarm timers and keep the CMOS for the next boot.
     pub fn shutdown(&self) {
         self.rtc_timer.set(None);
+        for nic in &self.nics {
+            nic.timer.set(None);
+        }
         *self.cmos.lock().unwrap() = Some(self.rtc.lock().unwrap().state());
     }
 }

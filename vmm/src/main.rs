@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use vmm::config::{FileConfig, LptSpec, MemSize, Overrides, VmConfig};
 use vmm::console::SerialSpec;
+use vmm::nic::NicSpec;
 use vmm::storage::{DriveKind, DriveSpec, UndoAction};
 use vmm::vm::Outcome;
 
@@ -39,8 +40,21 @@ enum Command {
 Serial backends: stdio (the terminal; press Ctrl-A then x to quit, Ctrl-A Ctrl-A sends Ctrl-A), \
 file:PATH (output only), unix:PATH (kettle listens on PATH; one client at a time), none.
 
+Network backends (--nic tulip,backend=...): tap:NAME (a TAP interface: an existing one, e.g. made \
+with `ip tuntap add dev NAME mode tap user $USER`, or created by kettle when it has \
+CAP_NET_ADMIN, brought up, and gone when kettle exits); passt (user-mode networking without \
+root: kettle starts the passt program, which gives the guest DHCP and reaches the host's \
+services and network); passt:SOCKET (a passt you started with `passt -s SOCKET`); socket:DIR (an \
+Ethernet hub between VMs: every NIC naming the same directory sees every other's frames); \
+udp:LOCAL@PEER (frames as UDP datagrams between two kettles, e.g. \
+udp:127.0.0.1:5000@127.0.0.1:5001); none (a card with no cable plugged in to anything). \
+mac=XX:XX:XX:XX:XX:XX sets the address [default: 00:03:FF and three bytes derived from the VM's \
+--name, else its config file, first disk or kernel: stable across runs]. pcap=PATH records \
+every frame both ways in a pcap file (tcpdump -r, wireshark).
+
 A TOML file takes the same settings: kernel, initrd, cmdline, memory (\"512M\" or bytes), cpus, \
-serial, serial2, lpt, no_reboot. Paths in it are relative to the file. Flags override the file.
+serial, serial2, lpt, no_reboot, disk, cdrom, undo_action, name, nic (a string or a list). \
+Paths in it are relative to the file. Flags override the file.
 
 Exit status: 0 when the guest powers off, or reboots under --no-reboot; 1 on any error, \
 including a guest that stops on a fault (the message says why, with RIP and CPU mode); 2 for \
@@ -89,6 +103,14 @@ struct RunArgs {
     /// `kettle vhd commit|discard`), commit, or discard [default: keep].
     #[arg(long, value_name = "ACTION")]
     undo_action: Option<UndoAction>,
+    /// A name for the VM; default MAC addresses are derived from it.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// A DEC 21140 network card (PCI, slots 00:0a-00:0d):
+    /// `tulip,backend=tap:NAME|passt[:SOCKET]|socket:DIR|udp:LOCAL@PEER|none[,mac=..][,pcap=PATH]`.
+    /// Repeatable, up to 4. See the backends below.
+    #[arg(long, value_name = "NIC")]
+    nic: Vec<NicSpec>,
 }
 
 struct StderrLogger(log::LevelFilter);
@@ -188,6 +210,8 @@ fn run(a: RunArgs) -> Result<Option<String>, String> {
             disks: a.disk,
             cdroms: a.cdrom,
             undo_action: a.undo_action,
+            name: a.name,
+            nics: a.nic,
         },
     )
     .map_err(|e| e.to_string())?;

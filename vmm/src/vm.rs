@@ -81,6 +81,8 @@ pub enum RunError {
     Console(String),
     #[error("{0}")]
     Storage(String),
+    #[error("{0}")]
+    Network(String),
 }
 
 /// Host-side resources that outlive guest reboots: console backends and the LPT output file.
@@ -91,6 +93,15 @@ pub struct HostResources {
     pub cmos: Arc<Mutex<Option<devices::rtc::RtcState>>>,
     /// IDE drives, opened (and locked) once for the whole run.
     pub drives: Vec<crate::storage::OpenDrive>,
+    /// Network backends with their cards' MAC addresses, in PCI slot order.
+    pub nics: Vec<OpenNic>,
+}
+
+/// A NIC's host side, opened once for the whole run (a guest reboot keeps the TAP, the passt
+/// process and the hub socket).
+pub struct OpenNic {
+    pub mac: [u8; 6],
+    pub backend: Arc<dyn crate::net::NetBackend>,
 }
 
 impl HostResources {
@@ -109,11 +120,23 @@ impl HostResources {
             None => None,
         };
         let drives = crate::storage::open_drives(&cfg.drives).map_err(RunError::Storage)?;
+        let mut nics = Vec::new();
+        for (i, (spec, mac)) in cfg.nics.iter().zip(cfg.nic_macs()).enumerate() {
+            let backend = crate::net::open(&spec.backend, mac, spec.pcap.as_deref())
+                .map_err(|e| RunError::Network(format!("NIC {i} ({spec}): {e}")))?;
+            log::info!(
+                "NIC {i}: DEC 21140, MAC {}, backend {}",
+                crate::nic::format_mac(&mac),
+                backend.describe()
+            );
+            nics.push(OpenNic { mac, backend });
+        }
         Ok(Self {
             serial,
             lpt,
             cmos: Arc::new(Mutex::new(None)),
             drives,
+            nics,
         })
     }
 }
@@ -264,6 +287,7 @@ impl Vm {
         let machine = Machine::create(MachineHost {
             vm: fd.clone(),
             io_bus: io_bus.clone(),
+            mmio_bus: mmio_bus.clone(),
             control: control.clone(),
             layout: &layout,
             host,
