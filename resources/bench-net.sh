@@ -22,8 +22,9 @@
 # The backend is the same for both: the TAP interface kt0, made once in the nested host
 # (busybox tunctl, persistent) with the address 10.0.0.1/24; each VMM attaches to it in turn
 # (no vhost), and the guest takes 10.0.0.2/24. Nothing leaves the nested host, which has no
-# network (its QEMU runs with -nic none). Each guest, once it can ping the host, moves over one
-# TCP connection each (a small static C program built here, `netbench`, on both ends; no nc):
+# network (its QEMU runs with -nic none). Each guest, once it can ping the host, first pings it
+# 20 times back to back (busybox ping -A: round-trip latency), then moves, over one TCP
+# connection each (a small static C program built here, `netbench`, on both ends; no nc):
 #   guest->host  the guest connects and sends zeros (from memory: the NIC is measured, not a
 #                random number generator) to a receiver in the nested host
 #   host->guest  the guest connects and a sender in the nested host sends zeros to it
@@ -32,13 +33,16 @@
 # the last byte (kvm-clock under both VMMs; the clocksource is printed). The host end reads the
 # VMM process's CPU time (utime+stime in /proc/PID/stat: all its threads, including the vCPU
 # while it runs the guest, and the kernel's TAP work done on its behalf) right after accept()
-# and after the connection closed, and divides by the megabytes moved; "of it in guest" is the
-# share of that CPU time /proc/PID/stat counts as guest time (guest_time, field 43), so the rest
-# is the VMM's own emulation and host kernel work. The table gives Mbit/s (10^6 bits/s) and
-# CPU ms per MB (10^6 bytes) per run, the medians per VMM and the ratios kettle/QEMU of the
-# medians (throughput above 1: kettle is faster; CPU per MB below 1: kettle is cheaper).
-# Absolute numbers mean little here (KVM nested in TCG); compare ratios. CPU times come in
-# clock ticks (10 ms): move enough data for them to mean something.
+# and after the connection closed, and divides by the megabytes moved; "in guest" is the share
+# of that CPU time /proc/PID/stat counts as guest time (guest_time, field 43), so the rest is
+# the VMM's own emulation and host kernel work. The table gives Mbit/s (10^6 bits/s) and CPU
+# ms per MB (10^6 bytes) per run, the ping times per run, the medians per VMM and the ratios
+# kettle/QEMU of the medians (throughput above 1: kettle is faster; CPU per MB and ping below
+# 1: kettle is cheaper, faster).
+# Absolute numbers mean little here (KVM nested in TCG, where a round trip takes milliseconds
+# and guest->host, one TCP stream from Linux's tulip driver, runs at a fraction of host->guest
+# with either VMM); compare ratios. CPU times come in clock ticks (10 ms): move enough data for
+# them to mean something.
 #
 # The nested host (TCG emulating SVM) now and then stops dead as an inner VMM starts (see
 # bench-ide.sh). When the nested host times out, the runs not yet complete are retried once in
@@ -60,7 +64,7 @@
 #   -h, --help          this text
 #
 # Needs what nested-host.sh needs and a C compiler with static glibc (gcc, libc6-dev); as root
-# it installs missing packages with apt-get. Takes ~8 min for N=3 with the defaults.
+# it installs missing packages with apt-get. Takes ~7 min for N=3 with the defaults.
 set -euo pipefail
 
 BN_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -281,11 +285,11 @@ echo "NETBENCH-NIC $(dmesg | grep -o 'Digital DS21[^,]* rev [0-9]*' | head -n1 |
 ip addr add 10.0.0.2/24 dev eth0 || exit 1
 ip link set eth0 up || exit 1
 i=0; while [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" != 1 ] && [ $i -lt 150 ]; do sleep 0.2; i=$((i+1)); done
-speed=$(cat /sys/class/net/eth0/speed 2>/dev/null); duplex=$(cat /sys/class/net/eth0/duplex 2>/dev/null)
-echo "NETBENCH-LINK carrier=$(cat /sys/class/net/eth0/carrier 2>/dev/null),speed=${speed:-?},duplex=${duplex:-?}"
 i=0; until ping -c 1 -W 1 10.0.0.1 >/dev/null 2>&1; do
     i=$((i+1)); [ $i -ge 60 ] && { echo "NETBENCH-NO-PING"; exit 1; }
 done
+ping -c 20 -A 10.0.0.1 >/tmp/ping 2>&1
+echo "NETBENCH-PING $(sed -n 's#.*min/avg/max = \([0-9.]*\)/\([0-9.]*\)/\([0-9.]*\).*#\1 \2 \3#p' /tmp/ping)"
 netbench send 10.0.0.1 5001 $BYTES $LIMIT || exit 1
 netbench recv 10.0.0.1 5002 $LIMIT || exit 1
 echo "NETBENCH-RX-ERRORS $(cat /sys/class/net/eth0/statistics/rx_errors) $(cat /sys/class/net/eth0/statistics/tx_errors)"
@@ -338,8 +342,10 @@ run() { # VMM I
       esac </dev/null 2>/tmp/err; echo $? >/tmp/status; } | tee /tmp/out | sed 's/^/GUEST: /' &
     vm=$!
     case $1 in kettle) name=kettle ;; qemu) name=qemu-system-x86_64 ;; esac
-    pid=""; i=0
-    while [ -z "$pid" ] && [ $i -lt 100 ]; do pid=$(pidof $name 2>/dev/null | cut -d" " -f1); [ -n "$pid" ] || sleep 0.1; i=$((i+1)); done
+    pid=""; tries=0
+    while [ -z "$pid" ] && [ $tries -lt 100 ]; do
+        pid=$(pidof $name 2>/dev/null | cut -d" " -f1); [ -n "$pid" ] || sleep 0.1; tries=$((tries + 1))
+    done
     if [ -n "$pid" ]; then
         netbench sink 5001 "$pid" >/tmp/g2h.out 2>&1 &
         sinkpid=$!
@@ -361,10 +367,11 @@ run() { # VMM I
 }
 
 echo "BENCH-QEMU $(qemu-system-x86_64 --version | head -n1)"
-i=$FIRST
-while [ $i -le $LAST ]; do
-    for v in $VMMS; do run $v $i; done
-    i=$((i + 1))
+# run() sets plain (global) variables: none of them may be $n or $v.
+n=$FIRST
+while [ $n -le $LAST ]; do
+    for v in $VMMS; do run $v $n; done
+    n=$((n + 1))
 done
 exit $failed
 INNER
@@ -437,7 +444,10 @@ function name(v) { return (v == "qemu") ? "QEMU" : v }
 $1 == "BENCH-QEMU" { sub(/^BENCH-QEMU /, ""); qemu_version = $0; next }
 $1 == "BENCH" && $4 == "NETBENCH-CLOCKSOURCE" { clock[$2] = $5; next }
 $1 == "BENCH" && $4 == "NETBENCH-NIC" { nic[$2] = $5; gsub(/_/, " ", nic[$2]); next }
-$1 == "BENCH" && $4 == "NETBENCH-LINK" { link[$2] = $5; next }
+$1 == "BENCH" && $4 == "NETBENCH-PING" && NF == 7 {
+    v = $2; pn[v]++; prun[v, pn[v]] = $3; pmin[v, pn[v]] = $5; pavg[v, pn[v]] = $6; pmax[v, pn[v]] = $7
+    val[v, "ping", pn[v], "avg"] = $6; cnt[v, "ping"] = pn[v]; next
+}
 $1 == "BENCH" && ($4 == "NETBENCH" || $4 == "HOSTBENCH") {
     v = $2; r = $3; d = $5
     if (!((v, d, r) in idx)) { idx[v, d, r] = ++cnt[v, d]; run[v, d, cnt[v, d]] = r }
@@ -456,9 +466,8 @@ END {
     nv = split("kettle qemu", vs, " ")
     printf "TCP throughput over an emulated Tulip on a TAP interface (at most %d MiB or %d s each way),\n", size, seconds
     printf "256 MiB RAM, 1 vCPU, inside one nested test host (QEMU: %s, -enable-kvm -M pc)\n", qemu_version
-    printf "guest NIC: kettle %s, QEMU %s; link: kettle %s, QEMU %s\n", \
-        ("kettle" in nic) ? nic["kettle"] : "-", ("qemu" in nic) ? nic["qemu"] : "-", \
-        ("kettle" in link) ? link["kettle"] : "-", ("qemu" in link) ? link["qemu"] : "-"
+    printf "guest NIC (Linux tulip driver): kettle %s, QEMU %s\n", \
+        ("kettle" in nic) ? nic["kettle"] : "-", ("qemu" in nic) ? nic["qemu"] : "-"
     printf "guest clocksource: kettle %s, QEMU %s\n\n", \
         ("kettle" in clock) ? clock["kettle"] : "-", ("qemu" in clock) ? clock["qemu"] : "-"
     printf "%-7s %-4s %-12s %9s %9s %8s %8s %9s %9s\n", "VMM", "run", "direction", "Mbit/s", "MiB", "seconds", "VMM CPU", "ms/MB", "in guest"
@@ -470,6 +479,9 @@ END {
                 cell(v, d, k, "cpu", 2), cell(v, d, k, "cpumb", 1), \
                 (((v, d, k, "guest") in val) ? sprintf("%.0f%%", val[v, d, k, "guest"]) : "-")
     }
+    printf "\n%-7s %-4s %28s\n", "VMM", "run", "ping RTT ms min/avg/max"
+    for (a = 1; a <= nv; a++) for (k = 1; k <= pn[vs[a]]; k++)
+        printf "%-7s %-4s %28s\n", name(vs[a]), prun[vs[a], k], pmin[vs[a], k] "/" pavg[vs[a], k] "/" pmax[vs[a], k]
     printf "\n%-12s %12s %12s %12s %14s %14s %12s\n", "direction", "kettle Mbit/s", "QEMU Mbit/s", "kettle/QEMU", \
         "kettle ms/MB", "QEMU ms/MB", "kettle/QEMU"
     for (i = 1; i <= nd; i++) {
@@ -478,8 +490,11 @@ END {
         c = median("kettle", d, "cpumb"); e = median("qemu", d, "cpumb")
         printf "%-12s %12s %12s %12s %14s %14s %12s\n", label[d], fmt(a, 2), fmt(b, 2), ratio(a, b), fmt(c, 1), fmt(e, 1), ratio(c, e)
     }
+    a = median("kettle", "ping", "avg"); b = median("qemu", "ping", "avg")
+    printf "%-12s %12s %12s %12s\n", "ping RTT ms", fmt(a, 3), fmt(b, 3), ratio(a, b)
     printf "(medians over the runs; Mbit/s: above 1 kettle is faster; ms/MB: VMM process CPU time, utime+stime,\n"
-    printf "per 10^6 bytes moved, below 1 kettle is cheaper; \"in guest\": the share of it counted as guest time)\n"
+    printf "per 10^6 bytes moved, below 1 kettle is cheaper; \"in guest\": the share of it counted as guest time;\n"
+    printf "ping RTT: average of 20 back-to-back pings guest->host before the transfers, below 1 kettle is faster)\n"
 }' <<<"$results"
 
 if [[ $status != 0 ]]; then

@@ -442,6 +442,12 @@ fn run_once(script: &str, options: &NestedOptions, attempt: u32) -> NestedRun {
     for (src, dest) in &options.adds {
         cmd.arg("--add").arg(format!("{}:{dest}", src.display()));
     }
+    // KETTLE_NESTED_LOG=FILE: the console, live, in FILE.ATTEMPT (for watching a long run).
+    if let Some(log) = std::env::var_os("KETTLE_NESTED_LOG") {
+        let mut log = log;
+        log.push(format!(".{attempt}"));
+        cmd.arg("--log").arg(log);
+    }
     cmd.arg(&script_path);
 
     let started = Instant::now();

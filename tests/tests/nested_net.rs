@@ -20,7 +20,8 @@
 //!    from, so the nested host gets a veth pair with a default route into it: nothing leaves the
 //!    nested host, which has no network at all (its QEMU runs with `-nic none`).
 //!
-//! `KETTLE_NET_LOG=FILE` keeps the nested host's whole console in FILE.
+//! `KETTLE_NET_LOG=FILE` keeps the nested host's whole console in FILE; `KETTLE_NESTED_LOG=FILE`
+//! writes it live; `KETTLE_NET_PHASES="tap passt"` runs only some phases (to debug one).
 //!
 //! These tests need QEMU, binutils and passt (resources/setup.sh installs them); they fail,
 //! never skip, when something is missing, and say what.
@@ -44,8 +45,6 @@ echo "GUEST-MAC $(cat /sys/class/net/eth0/address)"
 ip link set eth0 up
 i=0; while [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" != 1 ] && [ $i -lt 150 ]; do sleep 0.2; i=$((i+1)); done
 echo "GUEST-CARRIER $(cat /sys/class/net/eth0/carrier 2>/dev/null)"
-echo "GUEST-SPEED $(cat /sys/class/net/eth0/speed 2>/dev/null)"
-echo "GUEST-DUPLEX $(cat /sys/class/net/eth0/duplex 2>/dev/null)"
 echo DMESG-BEGIN
 dmesg | grep -i -E 'tulip|eth0|21140'
 echo DMESG-END
@@ -174,6 +173,7 @@ show() { # NAME: the guest's console and kettle's messages, prefixed
 mkfifo /tmp/hold
 sleep 1200 >/tmp/hold &
 
+phase_tap() {
 echo "=== tap"
 dd if=/dev/urandom of=/tmp/h2g bs=1M count=64 2>/dev/null
 echo "HOST-H2G-SHA $(sha256sum </tmp/h2g | cut -d' ' -f1)"
@@ -202,7 +202,9 @@ kill $(pidof ping) 2>/dev/null
 echo "HOST-G2H-SHA $(cat /tmp/g2h.sha)"
 show tap
 rm -f /tmp/h2g
+}
 
+phase_socket() {
 echo "=== socket"
 mkdir /tmp/hub
 run_vm sockA tulip,backend=socket:/tmp/hub &
@@ -213,7 +215,9 @@ wait $A $B
 echo "HUB-LEFT $(ls /tmp/hub | wc -l)"
 show sockA
 show sockB
+}
 
+phase_passt() {
 echo "=== passt"
 ip link add veth0 type veth peer name veth1
 ip addr add 192.168.50.1/24 dev veth0
@@ -227,6 +231,9 @@ run_vm passt tulip,backend=passt,pcap=/tmp/passt.pcap
 echo "PASST-PCAP-BYTES $(wc -c </tmp/passt.pcap)"
 echo "PASST-LEFT $(pidof passt | wc -w)"
 show passt
+}
+
+for phase in @PHASES@; do "phase_$phase"; done
 "#;
 
 /// `mcjoin 1` adds the multicast MAC 01:00:5e:01:02:03 (group 239.1.2.3) to eth0 with
@@ -351,7 +358,11 @@ fn prepare_and_run() -> Results {
         &dir.join("initrd-net.gz"),
     )
     .unwrap_or_else(|e| panic!("building the test initramfs: {e}"));
-    let script = SCRIPT.replace("@OTHER_GROUP@", &other_group());
+    // KETTLE_NET_PHASES="tap passt" runs only those (for debugging; the tests of the others fail).
+    let phases = std::env::var("KETTLE_NET_PHASES").unwrap_or_else(|_| "tap socket passt".into());
+    let script = SCRIPT
+        .replace("@OTHER_GROUP@", &other_group())
+        .replace("@PHASES@", &phases);
     let options = NestedOptions::new(Duration::from_secs(1500))
         .add(&initrd, "/guest/initrd-net.gz")
         .bin(&passt, "/usr/bin/passt");
@@ -444,8 +455,12 @@ fn tulip_binds_reads_the_mac_from_the_srom_and_reports_link_up() {
         "the driver found no MII PHY through the SROM media table:\n{dmesg}"
     );
     assert_eq!(g.one("GUEST-CARRIER"), "1", "{dmesg}");
-    assert_eq!(g.one("GUEST-SPEED"), "100", "{dmesg}");
-    assert_eq!(g.one("GUEST-DUPLEX"), "full", "{dmesg}");
+    // tulip fills no ethtool speed for the 21140; it says what it chose from the PHY: the link
+    // partner's 41e1 (100BASE-TX full duplex and below) selects 100 Mb/s full duplex.
+    assert!(
+        dmesg.contains("Setting full-duplex based on MII#1 link partner capability of 41e1"),
+        "the driver did not pick full duplex from the PHY:\n{dmesg}"
+    );
     // Each guest of one run got its own stable address from its name.
     let macs: Vec<&str> = ["tap", "sockA", "sockB", "passt"]
         .iter()

@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     /// Boot a VM: a Linux kernel (bzImage, or ELF with a PVH note) with an optional initrd, on
     /// the i440BX/PIIX4 machine. Exits 0 when the guest powers off.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Create, inspect, check, convert, merge, compact and resize VHD disk images; commit or
     /// discard undo disks; make differencing clones.
     Vhd(vmm::vhd_cmd::VhdArgs),
@@ -164,7 +164,7 @@ fn main() -> ExitCode {
     }));
 
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Vhd(args) => {
             return match vmm::vhd_cmd::run(args) {
                 Ok(()) => ExitCode::SUCCESS,

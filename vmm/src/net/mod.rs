@@ -407,13 +407,21 @@ pub(crate) struct LogLimit(AtomicU64);
 impl LogLimit {
     pub(crate) fn allow(&self) -> bool {
         let n = self.0.fetch_add(1, Ordering::Relaxed);
-        n < 8 || n % 1024 == 0
+        n < 8 || n.is_multiple_of(1024)
     }
 }
 
 /// The MAC as 12 lowercase hex digits (hub socket names).
 pub(crate) fn mac_hex(mac: &[u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The MAC as `00:03:ff:12:34:56` (messages).
+pub(crate) fn mac_colons(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// True for the errno values that mean "try again later".

@@ -17,12 +17,14 @@
 //!   closes, even if kettle is killed). Started as root, passt switches to user `nobody` by
 //!   itself. kettle kills and reaps it when the NIC goes away.
 //! - `passt:PATH`: connects to a passt the user started with `passt -s PATH` (passt serves one
-//!   VM per process).
+//!   VM per process). A passt started by root binds PATH as user `nobody`, so PATH's directory
+//!   must be writable for `nobody` then.
 //!
 //! On the socket, both ways, each frame is a 4-byte big-endian length followed by the frame:
-//! the framing QEMU's `-netdev stream` uses with passt. [`Passt::recv`] buffers partial frames
-//! and hands out one whole frame per call; a length over [`MAX_FRAME`] means the stream is
-//! corrupt and the backend is dead. [`Passt::send`] writes length and frame with one
+//! the framing QEMU's `-netdev stream` uses with passt. [`Passt::recv`] buffers a partial frame
+//! and hands out one whole frame per call, never reading beyond it (so the socket stays
+//! readable while frames wait); a length over [`MAX_FRAME`] means the stream is corrupt and the
+//! backend is dead. [`Passt::send`] writes length and frame with one
 //! `sendmsg`; a frame that does not fit at all is dropped (counted), and the rest of a frame
 //! that fitted partly is always finished (waiting at most [`FINISH_TIMEOUT`]), because a
 //! half-written frame would desynchronise the stream for good.
@@ -45,29 +47,30 @@ use super::{Counters, LogLimit, NetBackend, NetError, NetStats, MAX_FRAME};
 pub const FINISH_TIMEOUT: Duration = Duration::from_millis(100);
 /// How long `open` watches a freshly started passt for an early exit.
 const STARTUP_GRACE: Duration = Duration::from_millis(200);
+/// How long the event loop waits for a passt that closed its socket to exit (for the message).
+const EXIT_WAIT: Duration = Duration::from_millis(200);
 /// Socket buffers asked for (the kernel caps them at net.core.wmem_max / rmem_max).
 const SOCKET_BUFFER: usize = 4 << 20;
-/// The receive buffer: room for one maximal frame with its header plus a batch of small ones.
-const RX_BUFFER: usize = 4 + MAX_FRAME + 64 * 1024;
-/// Reads per `recv` call before giving other event sources a turn.
+/// Reads per `recv` call (header and body are two) before giving other event sources a turn.
 const MAX_READS: usize = 16;
 /// passt's stderr kept for error messages.
 const STDERR_KEEP: usize = 16 * 1024;
 
-/// Partial input from the stream: bytes `start..end` of `data` are unconsumed.
+/// The frame being received: `have` bytes of header + frame so far. It never holds more than
+/// one frame, so everything after it is still in the socket and keeps the fd readable: the
+/// event loop's level-triggered wake-ups stay exact.
 struct RxBuffer {
     data: Box<[u8]>,
-    start: usize,
-    end: usize,
+    have: usize,
 }
 
-/// What [`RxBuffer::take_frame`] found.
+/// What [`RxBuffer::next_read`] says to do.
 #[derive(Debug, PartialEq, Eq)]
-enum Take {
-    /// A frame of this length was copied out (truncated to the caller's buffer).
+enum Next {
+    /// Read into `data[have..end]`.
+    Read { end: usize },
+    /// A whole frame of this length is at `data[4..4 + len]`.
     Frame(usize),
-    /// Not a whole frame buffered yet.
-    NeedMore,
     /// A length field over MAX_FRAME: the stream is corrupt.
     BadLength(u32),
 }
@@ -75,51 +78,26 @@ enum Take {
 impl RxBuffer {
     fn new() -> Self {
         RxBuffer {
-            data: vec![0u8; RX_BUFFER].into_boxed_slice(),
-            start: 0,
-            end: 0,
+            data: vec![0u8; 4 + MAX_FRAME].into_boxed_slice(),
+            have: 0,
         }
     }
 
-    fn take_frame(&mut self, out: &mut [u8]) -> Take {
-        // Zero-length frames carry nothing: skip them (bounded by the buffered bytes).
-        loop {
-            let avail = self.end - self.start;
-            if avail < 4 {
-                return Take::NeedMore;
-            }
-            let h = &self.data[self.start..self.start + 4];
-            let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
-            if len as usize > MAX_FRAME {
-                return Take::BadLength(len);
-            }
-            let len = len as usize;
-            if avail < 4 + len {
-                return Take::NeedMore;
-            }
-            let body = self.start + 4;
-            self.start = body + len;
-            if self.start == self.end {
-                self.start = 0;
-                self.end = 0;
-            }
-            if len == 0 {
-                continue;
-            }
-            let n = len.min(out.len());
-            out[..n].copy_from_slice(&self.data[body..body + n]);
-            return Take::Frame(n);
+    fn next_read(&self) -> Next {
+        if self.have < 4 {
+            return Next::Read { end: 4 };
         }
-    }
-
-    /// Moves the unconsumed bytes to the front; returns the free tail to read into.
-    fn space(&mut self) -> &mut [u8] {
-        if self.start > 0 {
-            self.data.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
+        let h = &self.data[..4];
+        let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+        if len as usize > MAX_FRAME {
+            return Next::BadLength(len);
         }
-        &mut self.data[self.end..]
+        let end = 4 + len as usize;
+        if self.have < end {
+            Next::Read { end }
+        } else {
+            Next::Frame(len as usize)
+        }
     }
 }
 
@@ -312,21 +290,25 @@ impl Passt {
         self.child.as_ref().map(|c| c.pid)
     }
 
-    /// Marks the connection dead (once), with the reason and what passt said.
-    fn mark_dead(&self, reason: String) {
-        if self.dead.swap(true, Ordering::SeqCst) {
+    /// Marks the connection dead (once), with the reason and what passt said; waits up to
+    /// `wait` for passt's exit status (zero on vCPU threads).
+    fn mark_dead(&self, reason: String, wait: Duration) {
+        // The reason is in place before `dead` is seen set.
+        let mut slot = self.dead_reason.lock().unwrap();
+        if self.dead.load(Ordering::SeqCst) {
             return;
         }
         let mut full = format!("{}: {reason}", self.what);
         if let Some(c) = &self.child {
-            match c.exit_status(Duration::from_millis(200)) {
+            match c.exit_status(wait) {
                 Some(s) => full.push_str(&format!("; passt exited ({s})")),
                 None => full.push_str("; passt is still running"),
             }
             full.push_str(&format!("; it said: {}", c.stderr_text()));
         }
         log::error!("{full}");
-        *self.dead_reason.lock().unwrap() = full;
+        *slot = full;
+        self.dead.store(true, Ordering::SeqCst);
     }
 
     fn dead_error(&self) -> io::Error {
@@ -435,7 +417,7 @@ impl NetBackend for Passt {
                 Err(e) if super::would_block(&e) => break,
                 Err(e) => {
                     self.counters.dropped(1);
-                    self.mark_dead(format!("writing to passt failed: {e}"));
+                    self.mark_dead(format!("writing to passt failed: {e}"), Duration::ZERO);
                     return;
                 }
             }
@@ -451,7 +433,7 @@ impl NetBackend for Passt {
                 }
                 Err(reason) => {
                     self.counters.dropped(1);
-                    self.mark_dead(reason);
+                    self.mark_dead(reason, Duration::ZERO);
                 }
             },
         }
@@ -463,31 +445,42 @@ impl NetBackend for Passt {
         }
         let mut rx = self.rx.lock().unwrap();
         for _ in 0..MAX_READS {
-            match rx.take_frame(buf) {
-                Take::Frame(n) => {
+            let end = match rx.next_read() {
+                Next::Frame(0) => {
+                    // An empty frame carries nothing: skip it.
+                    rx.have = 0;
+                    continue;
+                }
+                Next::Frame(len) => {
+                    rx.have = 0;
+                    let n = len.min(buf.len());
+                    buf[..n].copy_from_slice(&rx.data[4..4 + n]);
                     self.counters.received(n);
                     return Ok(Some(n));
                 }
-                Take::BadLength(len) => {
-                    self.mark_dead(format!(
-                        "protocol error: a frame length of {len} bytes (at most {MAX_FRAME} \
+                Next::BadLength(len) => {
+                    self.mark_dead(
+                        format!(
+                            "protocol error: a frame length of {len} bytes (at most {MAX_FRAME} \
                          allowed); the stream is corrupt"
-                    ));
+                        ),
+                        EXIT_WAIT,
+                    );
                     return Err(self.dead_error());
                 }
-                Take::NeedMore => {}
-            }
-            let space = rx.space();
-            match (&self.stream).read(space) {
+                Next::Read { end } => end,
+            };
+            let have = rx.have;
+            match (&self.stream).read(&mut rx.data[have..end]) {
                 Ok(0) => {
-                    self.mark_dead("passt closed the connection".into());
+                    self.mark_dead("passt closed the connection".into(), EXIT_WAIT);
                     return Err(self.dead_error());
                 }
-                Ok(n) => rx.end += n,
+                Ok(n) => rx.have += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.mark_dead(format!("reading from passt failed: {e}"));
+                    self.mark_dead(format!("reading from passt failed: {e}"), EXIT_WAIT);
                     return Err(self.dead_error());
                 }
             }
@@ -598,6 +591,30 @@ mod tests {
     }
 
     #[test]
+    fn frames_not_yet_taken_keep_the_fd_readable() {
+        // The event loop waits for readability (level-triggered) and may stop taking frames
+        // at any point: what it has not taken must keep the fd readable.
+        let (p, mut peer) = pair();
+        let mut wire = Vec::new();
+        for i in 0..3u8 {
+            wire.extend(framed(&[i; 100]));
+        }
+        peer.write_all(&wire).unwrap();
+        let fd = p.rx_fd().unwrap();
+        for i in 0..3u8 {
+            let ev = crate::net::poll_fd(fd, libc::POLLIN, Duration::ZERO);
+            assert_ne!(
+                ev & libc::POLLIN,
+                0,
+                "frame {i} waits but the fd is not readable"
+            );
+            assert_eq!(recv(&p).unwrap(), Some(vec![i; 100]));
+        }
+        assert_eq!(crate::net::poll_fd(fd, libc::POLLIN, Duration::ZERO), 0);
+        assert_eq!(recv(&p).unwrap(), None);
+    }
+
+    #[test]
     fn a_bogus_length_kills_the_backend() {
         let (p, mut peer) = pair();
         peer.write_all(&framed(b"fine")).unwrap();
@@ -700,7 +717,6 @@ mod tests {
             let mut frames = 0u64;
             let mut hdr = [0u8; 4];
             let mut body = vec![0u8; MAX_FRAME];
-            let mut n = 0;
             while peer.read_exact(&mut hdr).is_ok() {
                 let len = u32::from_be_bytes(hdr) as usize;
                 assert!((60..9060).contains(&len), "desynchronised: length {len}");
@@ -708,8 +724,7 @@ mod tests {
                 let t = body[0];
                 assert!(t < 3 && body[..len].iter().all(|&b| b == t), "mixed frame");
                 frames += 1;
-                n += 1;
-                if n % 50 == 0 {
+                if frames.is_multiple_of(50) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
@@ -721,11 +736,6 @@ mod tests {
         let stats = p.stats();
         assert!(!p.dead.load(Ordering::Relaxed), "{}", p.dead_error());
         assert_eq!(stats.tx_frames + stats.tx_dropped, 3 * PER_THREAD as u64);
-        let partial = p.finished_partial.load(Ordering::Relaxed);
-        assert!(
-            partial > 0,
-            "no frame went out partly: the test tested nothing"
-        );
         drop(p); // closes the stream: the reader sees EOF
         let received = reader.join().unwrap();
         assert_eq!(received, stats.tx_frames);
@@ -948,5 +958,83 @@ mod tests {
             !alive,
             "passt (pid {pid}) still exists after the backend was dropped"
         );
+    }
+
+    /// A passt that dies while the VM runs: recv fails once with what happened.
+    #[test]
+    fn real_passt_dying_is_reported_with_its_exit() {
+        let p = match Passt::spawn() {
+            Ok(p) => p,
+            Err(NetError::PasstNotFound) => panic!(
+                "passt is not installed (not found in PATH): run resources/setup.sh, which \
+                 installs it (Debian package passt)"
+            ),
+            Err(e) => panic!("cannot start passt: {e}"),
+        };
+        let pid = p.pid().unwrap() as i32;
+        // SAFETY: signals our own child, which is not reaped yet (the pid cannot be reused).
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        let fd = p.rx_fd().unwrap();
+        crate::net::poll_fd(fd, libc::POLLIN, Duration::from_secs(5));
+        let e = recv(&p).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("passt (pid {pid}): passt closed the connection")),
+            "{e}"
+        );
+        assert!(e.contains("passt exited (signal: 9"), "{e}");
+        p.send(b"after death");
+        assert_eq!(p.stats().tx_dropped, 1);
+    }
+
+    /// `passt:PATH`: a passt the user started with `passt -s PATH` (here: the test).
+    #[test]
+    fn real_passt_on_a_socket_path_answers_dhcp() {
+        let dir = crate::net::test_util::TempDir::new("passt-s");
+        // Started as root, passt binds its socket as `nobody`: let it into the directory.
+        std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
+        let path = dir.0.join("passt.sock");
+        let mut child = match Command::new("passt")
+            .args(["--foreground", "--quiet", "--one-off", "--socket"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
+                "passt is not installed (not found in PATH): run resources/setup.sh, which \
+                 installs it (Debian package passt)"
+            ),
+            Err(e) => panic!("cannot start passt: {e}"),
+        };
+        struct Reap<'a>(&'a mut Child);
+        impl Drop for Reap<'_> {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let _reap = Reap(&mut child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !path.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let spec = BackendSpec::Passt(Some(path.clone()));
+        let b = open(&spec, MAC, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(b.describe(), format!("passt at {}", path.display()));
+        let discover = dhcp_discover();
+        let mut offer = None;
+        for _ in 0..5 {
+            b.send(&discover);
+            offer = recv_until(&*b, Duration::from_secs(2), |f| {
+                dhcp_reply_type(f) == Some(2)
+            });
+            if offer.is_some() {
+                break;
+            }
+        }
+        assert!(offer.is_some(), "passt -s sent no DHCPOFFER within 10 s");
     }
 }

@@ -294,7 +294,7 @@ mod tests {
             .iter()
             .chain(back.iter())
             .map(|f| {
-                let m = |x: &[u8]| crate::nic::format_mac(x.try_into().unwrap());
+                let m = |x: &[u8]| crate::net::mac_colons(x.try_into().unwrap());
                 (format!("{} > {}", m(&f[6..12]), m(&f[0..6])), f.len())
             })
             .collect();

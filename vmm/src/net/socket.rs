@@ -125,7 +125,7 @@ impl Hub {
             return Err(NetError::HubPathTooLong { path });
         }
         let same_mac = || NetError::HubSameMac {
-            mac: crate::nic::format_mac(&mac),
+            mac: crate::net::mac_colons(&mac),
             dir: dir.to_path_buf(),
             path: path.clone(),
         };

@@ -658,6 +658,124 @@ mod tests {
             Err(e) => panic!("expected TapWrongKind for lo, got {e}"),
             Ok(_) => panic!("attached a TAP to lo"),
         }
+
+        // Without CAP_NET_ADMIN (but still uid 0, so /dev/net/tun opens): no creating, and no
+        // attaching to somebody else's interface.
+        const OTHERS: &str = "kt-test2";
+        make_persistent(OTHERS, true);
+        set_owner(OTHERS, 65534);
+        set_net_admin(false);
+        let new = Tap::open("kt-test3")
+            .err()
+            .expect("created a TAP without CAP_NET_ADMIN");
+        assert!(matches!(new, NetError::TapCannotCreate { .. }), "{new}");
+        let s = new.to_string();
+        assert!(
+            s.contains("kt-test3 does not exist")
+                && s.contains("ip tuntap add dev kt-test3 mode tap user "),
+            "{s}"
+        );
+        let theirs = Tap::open(OTHERS)
+            .err()
+            .expect("attached to another user's TAP");
+        assert!(matches!(theirs, NetError::TapNotYours { .. }), "{theirs}");
+        assert!(theirs
+            .to_string()
+            .contains("kt-test2 exists but belongs to another user"));
+        set_net_admin(true);
+        assert!(!interface_exists("kt-test3"));
+
+        // As nobody (last: there is no way back). A persistent TAP owned by root...
+        const ROOTS: &str = "kt-test4";
+        make_persistent(ROOTS, true);
+        set_owner(ROOTS, 0);
+        // SAFETY: plain syscalls; glibc applies them to every thread of the process.
+        unsafe {
+            assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
+            assert_eq!(libc::setresgid(65534, 65534, 65534), 0);
+            assert_eq!(libc::setresuid(65534, 65534, 65534), 0);
+        }
+        let tun_usable = {
+            let c = c"/dev/net/tun";
+            // SAFETY: access reads a NUL-terminated path.
+            unsafe { libc::access(c.as_ptr(), libc::R_OK | libc::W_OK) == 0 }
+        };
+        let new = Tap::open("kt-test3").err().expect("nobody created a TAP");
+        let mine = Tap::open(ROOTS).err().expect("nobody attached root's TAP");
+        if tun_usable {
+            assert!(matches!(new, NetError::TapCannotCreate { .. }), "{new}");
+            assert!(new
+                .to_string()
+                .contains("ip tuntap add dev kt-test3 mode tap user"));
+            assert!(matches!(mine, NetError::TapNotYours { .. }), "{mine}");
+        } else {
+            // /dev/net/tun is root-only here (mode 0600): that is what both run into.
+            assert!(matches!(new, NetError::TunAccess), "{new}");
+            assert!(matches!(mine, NetError::TunAccess), "{mine}");
+        }
+    }
+
+    /// Raises or lowers CAP_NET_ADMIN in this thread's effective capabilities (it stays
+    /// permitted, so it can come back).
+    fn set_net_admin(on: bool) {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        const VERSION_3: u32 = 0x2008_0522;
+        const CAP_NET_ADMIN: u32 = 12;
+        let mut h = Header {
+            version: VERSION_3,
+            pid: 0,
+        };
+        let mut d = [Data::default(); 2];
+        // SAFETY: capget/capset read and write the header and two data structs.
+        unsafe {
+            assert_eq!(libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()), 0);
+            if on {
+                d[0].effective |= 1 << CAP_NET_ADMIN;
+            } else {
+                d[0].effective &= !(1 << CAP_NET_ADMIN);
+            }
+            assert_eq!(
+                libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()),
+                0,
+                "capset: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+
+    /// Gives a TAP interface an owner, as `ip tuntap add ... user UID` does.
+    fn set_owner(name: &str, uid: libc::uid_t) {
+        // SAFETY: plain syscalls on a fresh fd; results checked.
+        unsafe {
+            let fd = libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+            assert!(fd >= 0);
+            let fd = OwnedFd::from_raw_fd(fd);
+            let mut req = IfReq::new(name);
+            req.flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+            assert_eq!(
+                libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut req),
+                0
+            );
+            assert_eq!(
+                libc::ioctl(
+                    fd.as_raw_fd(),
+                    libc::TUNSETOWNER as _,
+                    libc::c_ulong::from(uid)
+                ),
+                0
+            );
+        }
     }
 
     /// Creates (or deletes) a persistent TAP interface the way `ip tuntap add/del` does.
