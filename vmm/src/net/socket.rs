@@ -15,9 +15,10 @@
 //!   live socket). A socket file left behind by a kettle that crashed is replaced.
 //! - Members are found by listing DIR, at most once a second (and soon after a send found a
 //!   member gone), so a kettle that joins is heard within about a second.
-//! - A member that does not read fast enough misses frames (counted as dropped; the sender
-//!   never waits). The kernel queues only `net.unix.max_dgram_qlen` (default 10) datagrams per
-//!   receiving socket; raise that sysctl for heavy traffic between VMs.
+//! - The kernel queues only `net.unix.max_dgram_qlen` (default 10) datagrams per receiving
+//!   socket. A frame for a member whose queue is full waits up to 2 ms for it to drain (the
+//!   sending vCPU waits, like a NIC on a busy wire), then that member misses it (counted as
+//!   dropped). Raising the sysctl helps heavy traffic between VMs.
 //! - A socket file whose owner is gone (connection refused) is skipped until it is replaced;
 //!   kettle never deletes other members' files, only its own, when the NIC goes away.
 //!
@@ -241,6 +242,11 @@ impl Hub {
     }
 }
 
+/// How long, at most, a frame waits for a member's full queue: HUB_FULL_RETRIES tries
+/// HUB_FULL_WAIT apart (2 ms in all), then it is dropped for that member.
+const HUB_FULL_RETRIES: usize = 20;
+const HUB_FULL_WAIT: Duration = Duration::from_micros(100);
+
 impl NetBackend for Hub {
     fn send(&self, frame: &[u8]) {
         if frame.is_empty() || frame.len() > MAX_FRAME {
@@ -267,12 +273,18 @@ impl NetBackend for Hub {
         } = &mut *m;
         let mut dropped = 0;
         list.retain(|member| {
-            let r = match self.sock.send_to(frame, &member.path) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    self.sock.send_to(frame, &member.path)
+            // A member whose queue is full gets a moment to drain it (backpressure, like a
+            // switch port's buffer): the kernel queues only max_dgram_qlen datagrams, and TCP
+            // between two guests would otherwise lose a burst at every window.
+            let mut r = self.sock.send_to(frame, &member.path);
+            for _ in 0..HUB_FULL_RETRIES {
+                match &r {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if super::would_block(e) => std::thread::sleep(HUB_FULL_WAIT),
+                    _ => break,
                 }
-                r => r,
-            };
+                r = self.sock.send_to(frame, &member.path);
+            }
             match r {
                 Ok(_) => true,
                 Err(e) if super::would_block(&e) => {
