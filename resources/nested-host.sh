@@ -61,7 +61,8 @@
 # 125 if the host could not be set up or stopped without reporting a status;
 # 2 for a usage error.
 #
-# Environment: KETTLE_CACHE (see build-assets.sh), KETTLE_NO_BINARY=1.
+# Environment: KETTLE_CACHE (see build-assets.sh), KETTLE_NO_BINARY=1, KETTLE_NESTED_CMDLINE
+# (more kernel parameters for the host, e.g. idle=poll).
 
 # Functions run through ka_with_lock look unreachable to shellcheck.
 # shellcheck disable=SC2317
@@ -290,7 +291,7 @@ nh_main() {
     local -a qemu=(qemu-system-x86_64 -accel tcg -cpu EPYC,+svm,+npt -m "$memory" -smp 1
                    -nic none -nographic -no-reboot
                    -kernel "$host_kernel" -initrd "$work/host-initrd.cpio"
-                   -append "console=ttyS0 panic=-1 quiet")
+                   -append "console=ttyS0 panic=-1 quiet ${KETTLE_NESTED_CMDLINE:-}")
     local tty_state=""
     if [[ $interactive == 1 ]]; then
         qemu+=(-echr 0x1d)

@@ -27,7 +27,7 @@
 //! Debian packages as root); they fail, never skip, when something is missing, and say what.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -36,6 +36,7 @@ use kettle_tests::nested::{
     guest_initrd_with, marker_values, require_tools, run_nested_with, section, GuestExtras,
     NestedOptions, NestedRun,
 };
+use kettle_tests::report::{assemble_static, once, sh, Markers};
 
 /// Modules the guests load (dependencies come along).
 const MODULES: &str = "ata_piix,sd_mod,sr_mod,crc32c_generic,ext4,isofs";
@@ -445,20 +446,6 @@ struct Results {
     vhd_virtual_size: u64,
 }
 
-fn sh(cmd: &mut Command, what: &str) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Deterministic pseudo-random bytes (xorshift64*).
 fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed | 1;
@@ -500,43 +487,11 @@ fn make_iso_tree(root: &Path) -> BTreeMap<String, String> {
     hashes
 }
 
-fn assemble_ata_pt(dir: &Path) -> PathBuf {
-    let src = dir.join("ata-pt.S");
-    let obj = dir.join("ata-pt.o");
-    let bin = dir.join("ata-pt");
-    std::fs::write(&src, ATA_PT).unwrap();
-    sh(
-        Command::new("as").arg("--64").arg("-o").arg(&obj).arg(&src),
-        "as (binutils)",
-    );
-    sh(
-        Command::new("ld")
-            .args(["-m", "elf_x86_64", "-static", "-nostdlib", "-o"])
-            .arg(&bin)
-            .arg(&obj),
-        "ld (binutils)",
-    );
-    bin
-}
-
 /// Builds the images and the guest initramfs, runs the three VMs in one nested host (about
 /// two minutes) and keeps the result.
 fn results() -> &'static Results {
     static RESULTS: OnceLock<Result<Results, String>> = OnceLock::new();
-    let results = RESULTS.get_or_init(|| {
-        // A panic in here is kept as an error, so that every test reports it and none
-        // repeats the preparation.
-        std::panic::catch_unwind(prepare_and_run).map_err(|e| {
-            e.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "the preparation panicked".to_string())
-        })
-    });
-    match results {
-        Ok(r) => r,
-        Err(e) => panic!("{e}"),
-    }
+    once(&RESULTS, prepare_and_run)
 }
 
 fn prepare_and_run() -> Results {
@@ -597,7 +552,7 @@ fn prepare_and_run() -> Results {
         "xorriso",
     );
 
-    let ata_pt = assemble_ata_pt(&dir);
+    let ata_pt = assemble_static(&dir, "ata-pt", ATA_PT);
     let write_files: String = FILES
         .iter()
         .map(|(name, args)| {
@@ -652,20 +607,11 @@ fn out() -> &'static str {
 /// The value of the one line with `marker`.
 #[track_caller]
 fn one(marker: &str) -> &'static str {
-    let v = values(marker);
-    assert_eq!(v.len(), 1, "expected one {marker:?} line in:\n{}", out());
-    v[0]
+    Markers(out()).one(marker)
 }
 
 fn values(marker: &str) -> Vec<&'static str> {
-    // At the start of a line and followed by a space: "RO-SHA" is not "RO-SHA-BEFORE", and
-    // "SCRATCH-PT ATAPT r 1" is not "SCRATCH-PT ATAPT r 16383".
-    let with_space = format!("{marker} ");
-    out()
-        .lines()
-        .filter(|l| l.starts_with(&with_space) || *l == marker)
-        .map(|l| l[marker.len()..].trim())
-        .collect()
+    Markers(out()).values(marker)
 }
 
 /// `MARKER name hash` lines as a map.

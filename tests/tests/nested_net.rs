@@ -17,8 +17,9 @@
 //! 3. `passt`: kettle starts passt; the guest gets its address by DHCP (busybox udhcpc) and
 //!    fetches 1 MiB from a TCP server listening on the nested host, through the gateway address
 //!    passt maps to the host's loopback. passt needs a routable interface to copy its addresses
-//!    from, so the nested host gets a veth pair with a default route into it: nothing leaves the
-//!    nested host, which has no network at all (its QEMU runs with `-nic none`).
+//!    from, so the nested host gets a TAP that nothing reads with a default route into it:
+//!    nothing leaves the nested host, which has no network at all (its QEMU runs with
+//!    `-nic none`).
 //!
 //! `KETTLE_NET_LOG=FILE` keeps the nested host's whole console in FILE; `KETTLE_NESTED_LOG=FILE`
 //! writes it live; `KETTLE_NET_PHASES="tap passt"` runs only some phases (to debug one).
@@ -226,11 +227,12 @@ show sockB
 
 phase_passt() {
 echo "=== passt"
-ip link add veth0 type veth peer name veth1
-ip addr add 192.168.50.1/24 dev veth0
-ip link set veth0 up
-ip link set veth1 up
-ip route add default via 192.168.50.2 dev veth0
+# passt copies its addresses from the interface of the default route; give it one that leads
+# nowhere: a TAP nobody reads (busybox tunctl makes it persistent).
+tunctl -t pt0 >/dev/null
+ip addr add 192.168.50.1/24 dev pt0
+ip link set pt0 up
+ip route add default via 192.168.50.2 dev pt0
 dd if=/dev/urandom of=/tmp/passt-data bs=64k count=16 2>/dev/null
 echo "HOST-PASST-SHA $(sha256sum </tmp/passt-data | cut -d' ' -f1)"
 nc -l -p 5003 </tmp/passt-data >/dev/null &

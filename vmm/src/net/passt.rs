@@ -193,8 +193,14 @@ impl Passt {
         let (err_read, err_write) = stderr_pipe().map_err(NetError::PasstSpawn)?;
         let child_fd = theirs.as_raw_fd();
         let mut cmd = Command::new(program);
-        cmd.args(["--foreground", "--quiet", "--fd", &child_fd.to_string()])
-            .stdin(Stdio::null())
+        cmd.args(["--foreground", "--quiet", "--fd", &child_fd.to_string()]);
+        // As root, passt drops to the user "nobody" by name, and gives up where there is no
+        // such entry (containers, minimal systems): name the numeric overflow ids instead.
+        // SAFETY: getuid has no preconditions.
+        if unsafe { libc::getuid() } == 0 {
+            cmd.args(["--runas", "65534:65534"]);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(err_write))
             // Its own process group: a Ctrl-C meant for kettle's terminal does not kill it.
