@@ -40,7 +40,7 @@
 #   -h, --help          this text
 #
 # Inside the host: busybox, kvm/kvm-amd/irqbypass/ccp and tun (loaded), bridge,
-# veth, loop, ext4 (load them with `modprobe NAME`: busybox modprobe with a
+# veth, dummy, loop, ext4 (load them with `modprobe NAME`: busybox modprobe with a
 # depmod index of the modules present),
 # /bin/kettle, /guest/vmlinuz, /guest/guest-initrd.gz (from build-assets.sh),
 # and these variables for SCRIPT: KETTLE=/bin/kettle, GUEST_KERNEL,
@@ -76,7 +76,7 @@ KA_DIE_STATUS=125  # a failed build is a host that could not be set up
 
 # Modules of the host: kvm-amd brings kvm, irqbypass and ccp along.
 HOST_MODULES=(kvm_amd kvm irqbypass ccp tun bridge veth)
-HOST_OPTIONAL_MODULES=(loop ext4 crc32c_generic)
+HOST_OPTIONAL_MODULES=(loop ext4 crc32c_generic dummy)
 
 nh_log() { echo "nested-host: $*" >&2; }
 nh_die() { echo "nested-host: error: $*" >&2; exit 125; }

@@ -17,12 +17,13 @@
 //! 3. `passt`: kettle starts passt; the guest gets its address by DHCP (busybox udhcpc) and
 //!    fetches 1 MiB from a TCP server listening on the nested host, through the gateway address
 //!    passt maps to the host's loopback. passt needs a routable interface to copy its addresses
-//!    from, so the nested host gets a TAP that nothing reads with a default route into it:
+//!    from, so the nested host gets a dummy interface with a default route into it:
 //!    nothing leaves the nested host, which has no network at all (its QEMU runs with
 //!    `-nic none`).
 //!
-//! `KETTLE_NET_LOG=FILE` keeps the nested host's whole console in FILE; `KETTLE_NESTED_LOG=FILE`
-//! writes it live; `KETTLE_NET_PHASES="tap passt"` runs only some phases (to debug one).
+//! The TAP and passt phases share one nested host; the socket hub gets one of its own.
+//! `KETTLE_NET_LOG=FILE` keeps the nested hosts' whole consoles in FILE.PHASES;
+//! `KETTLE_NESTED_LOG=FILE` writes them live.
 //!
 //! These tests need QEMU, binutils and passt (resources/setup.sh installs them); they fail,
 //! never skip, when something is missing, and say what.
@@ -227,12 +228,12 @@ show sockB
 
 phase_passt() {
 echo "=== passt"
-# passt copies its addresses from the interface of the default route; give it one that leads
-# nowhere: a TAP nobody reads (busybox tunctl makes it persistent).
-tunctl -t pt0 >/dev/null
-ip addr add 192.168.50.1/24 dev pt0
-ip link set pt0 up
-ip route add default via 192.168.50.2 dev pt0
+# passt copies its addresses from the interface of the default route (one with a carrier);
+# give it one that leads nowhere: a dummy interface.
+modprobe dummy numdummies=1
+ip addr add 192.168.50.1/24 dev dummy0
+ip link set dummy0 up
+ip route add default via 192.168.50.2 dev dummy0
 dd if=/dev/urandom of=/tmp/passt-data bs=64k count=16 2>/dev/null
 echo "HOST-PASST-SHA $(sha256sum </tmp/passt-data | cut -d' ' -f1)"
 nc -l -p 5003 </tmp/passt-data >/dev/null &
@@ -334,12 +335,20 @@ struct Results {
     run: NestedRun,
 }
 
+/// The TAP and passt phases, in one nested host.
 fn results() -> &'static Results {
     static RESULTS: OnceLock<Result<Results, String>> = OnceLock::new();
-    once(&RESULTS, prepare_and_run)
+    once(&RESULTS, || prepare_and_run("tap passt"))
 }
 
-fn prepare_and_run() -> Results {
+/// The socket-hub phase, in a nested host of its own (so that one phase's trouble does not
+/// hide the other's results).
+fn hub_results() -> &'static Results {
+    static RESULTS: OnceLock<Result<Results, String>> = OnceLock::new();
+    once(&RESULTS, || prepare_and_run("socket"))
+}
+
+fn prepare_and_run(phases: &str) -> Results {
     if let Err(e) = require_tools(&[("as", "binutils"), ("ld", "binutils"), ("passt", "passt")]) {
         panic!("the network tests need: {e}");
     }
@@ -367,17 +376,17 @@ fn prepare_and_run() -> Results {
         &dir.join("initrd-net.gz"),
     )
     .unwrap_or_else(|e| panic!("building the test initramfs: {e}"));
-    // KETTLE_NET_PHASES="tap passt" runs only those (for debugging; the tests of the others fail).
-    let phases = std::env::var("KETTLE_NET_PHASES").unwrap_or_else(|_| "tap socket passt".into());
     let script = SCRIPT
         .replace("@OTHER_GROUP@", &other_group())
-        .replace("@PHASES@", &phases);
+        .replace("@PHASES@", phases);
     let options = NestedOptions::new(Duration::from_secs(1200))
         .add(&initrd, "/guest/initrd-net.gz")
         .bin(&passt, "/usr/bin/passt");
     let run = run_nested_with(&script, &options);
     let _ = std::fs::remove_dir_all(&dir);
     if let Some(path) = std::env::var_os("KETTLE_NET_LOG") {
+        let mut path = path;
+        path.push(format!(".{}", phases.replace(' ', "-")));
         let _ = std::fs::write(path, &run.console);
     }
     Results { run }
@@ -391,19 +400,37 @@ fn which(tool: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn out() -> &'static str {
-    let run = &results().run;
-    run.expect_success();
-    run.script_output().expect("the nested script's output")
+fn output(r: &'static Results) -> &'static str {
+    r.run.expect_success();
+    r.run.script_output().expect("the nested script's output")
 }
 
+fn out() -> &'static str {
+    output(results())
+}
+
+/// The markers of the TAP and passt phases.
 fn m() -> Markers<'static> {
     Markers(out())
 }
 
+/// The markers of the socket-hub phase.
+fn hub() -> Markers<'static> {
+    Markers(output(hub_results()))
+}
+
+/// The run a guest belongs to.
+fn run_of(name: &str) -> Markers<'static> {
+    if name.starts_with("sock") {
+        hub()
+    } else {
+        m()
+    }
+}
+
 /// The console lines of guest `name`, without their prefix.
 fn console(name: &str) -> String {
-    m().values(&format!("{name}-CONSOLE")).join("\n")
+    run_of(name).values(&format!("{name}-CONSOLE")).join("\n")
 }
 
 /// The `MARKER value` lines a guest printed on its console.
@@ -430,7 +457,12 @@ fn assert_sha256(value: &str, what: &str) {
 #[test]
 fn every_guest_powers_off_cleanly() {
     for name in ["tap", "sockA", "sockB", "passt"] {
-        assert_eq!(m().one(&format!("{name}-EXIT")), "0", "{name}:\n{}", out());
+        assert_eq!(
+            run_of(name).one(&format!("{name}-EXIT")),
+            "0",
+            "{name}:\n{}",
+            console(name)
+        );
         assert_eq!(
             guest(name).one("KETTLE-TEST-EXIT"),
             "0",
@@ -563,7 +595,7 @@ fn two_vms_on_a_socket_hub_ping_and_move_64_mib_each_way() {
     assert_eq!(b.one("B-RECV-SHA"), a_sent, "A -> B");
     assert_eq!(b.one("B-RECV-BYTES"), (64u64 << 20).to_string());
     // Both NICs removed their hub sockets when they stopped.
-    assert_eq!(m().one("HUB-LEFT"), "0");
+    assert_eq!(hub().one("HUB-LEFT"), "0");
 }
 
 #[test]
