@@ -366,10 +366,16 @@ fn install_qemu() {
     }
 }
 
+/// Where `tool` is on the PATH, if it is.
+pub fn find_on_path(tool: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+}
+
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
-        .unwrap_or(false)
+    find_on_path(tool).is_some()
 }
 
 fn is_root() -> bool {

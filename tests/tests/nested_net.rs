@@ -28,13 +28,12 @@
 //! These tests need QEMU, binutils and passt (resources/setup.sh installs them); they fail,
 //! never skip, when something is missing, and say what.
 
-use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use kettle_tests::nested::{
-    guest_initrd_with, require_tools, run_nested_with, section, GuestExtras, NestedOptions,
-    NestedRun,
+    find_on_path, guest_initrd_with, require_tools, run_nested_with, section, GuestExtras,
+    NestedOptions, NestedRun,
 };
 use kettle_tests::report::{assemble_static, once, Markers};
 
@@ -352,7 +351,7 @@ fn prepare_and_run(phases: &str) -> Results {
     if let Err(e) = require_tools(&[("as", "binutils"), ("ld", "binutils"), ("passt", "passt")]) {
         panic!("the network tests need: {e}");
     }
-    let passt = which("passt").expect("passt on PATH");
+    let passt = find_on_path("passt").expect("passt on PATH");
     let dir = std::env::temp_dir().join(format!("kettle-nested-net-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -390,14 +389,6 @@ fn prepare_and_run(phases: &str) -> Results {
         let _ = std::fs::write(path, &run.console);
     }
     Results { run }
-}
-
-fn which(tool: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(tool))
-        .find(|p| p.is_file())
 }
 
 fn output(r: &'static Results) -> &'static str {
