@@ -62,7 +62,8 @@
 # 2 for a usage error.
 #
 # Environment: KETTLE_CACHE (see build-assets.sh), KETTLE_NO_BINARY=1, KETTLE_NESTED_CMDLINE
-# (more kernel parameters for the host, e.g. idle=poll).
+# (more kernel parameters for the host, e.g. idle=poll),
+# KETTLE_NESTED_QEMU_ARGS (extra outer QEMU arguments, split at spaces; for debugging).
 
 # Functions run through ka_with_lock look unreachable to shellcheck.
 # shellcheck disable=SC2317
@@ -124,6 +125,18 @@ nh_write_init() {
 #!/bin/sh
 # Nested test host /init (written by resources/nested-host.sh).
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin HOME=/root
+
+# Move from the initramfs (rootfs, which pivot_root refuses: passt's sandbox needs it) to a
+# tmpfs root. switch_root frees the initramfs' copy.
+if [ ! -e /.tmpfs-root ]; then
+    mkdir -p /newroot
+    mount -t tmpfs -o mode=0755 tmpfs /newroot
+    for f in /* /.[!.]*; do
+        [ -e "$f" ] && [ "$f" != /newroot ] && cp -a "$f" /newroot/
+    done
+    touch /newroot/.tmpfs-root
+    exec switch_root /newroot /init
+fi
 
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -292,6 +305,10 @@ nh_main() {
                    -nic none -nographic -no-reboot
                    -kernel "$host_kernel" -initrd "$work/host-initrd.cpio"
                    -append "console=ttyS0 panic=-1 quiet ${KETTLE_NESTED_CMDLINE:-}")
+    # Extra QEMU arguments for debugging, e.g. "-monitor unix:/tmp/mon,server,nowait".
+    local -a extra=()
+    read -r -a extra <<<"${KETTLE_NESTED_QEMU_ARGS:-}"
+    qemu+=(${extra[@]+"${extra[@]}"})
     local tty_state=""
     if [[ $interactive == 1 ]]; then
         qemu+=(-echr 0x1d)

@@ -16,9 +16,10 @@
 //! - Members are found by listing DIR, at most once a second (and soon after a send found a
 //!   member gone), so a kettle that joins is heard within about a second.
 //! - The kernel queues only `net.unix.max_dgram_qlen` (default 10) datagrams per receiving
-//!   socket. A frame for a member whose queue is full waits up to 2 ms for it to drain (the
-//!   sending vCPU waits, like a NIC on a busy wire), then that member misses it (counted as
-//!   dropped). Raising the sysctl helps heavy traffic between VMs.
+//!   socket. A frame for a member whose queue is full waits up to 2 ms (rounded up to the
+//!   kernel's clock tick) for it to drain, asleep in the kernel (the sending vCPU waits, like a
+//!   NIC on a busy wire); then that member misses it (counted as dropped). Raising the sysctl
+//!   helps heavy traffic between VMs.
 //! - A socket file whose owner is gone (connection refused) is skipped until it is replaced;
 //!   kettle never deletes other members' files, only its own, when the NIC goes away.
 //!
@@ -76,6 +77,9 @@ fn is_member_name(name: &str) -> bool {
 struct Member {
     path: PathBuf,
     id: FileId,
+    /// Connected to the member's socket, blocking, with a send timeout of HUB_FULL_WAIT: a
+    /// send to a full queue sleeps in the kernel until the member reads (or the time is up).
+    conn: UnixDatagram,
 }
 
 /// The other members as last seen in the directory.
@@ -224,6 +228,10 @@ impl Hub {
             if m.stale.contains(&id) {
                 continue;
             }
+            if let Some(i) = m.list.iter().position(|k| k.id == id) {
+                list.push(m.list.swap_remove(i));
+                continue;
+            }
             if list.len() == MAX_MEMBERS {
                 if self.log.allow() {
                     log::warn!(
@@ -234,7 +242,17 @@ impl Hub {
                 }
                 break;
             }
-            list.push(Member { path, id });
+            match connect_member(&path) {
+                Ok(conn) => list.push(Member { path, id, conn }),
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                    m.stale.insert(id);
+                }
+                Err(e) => {
+                    if self.log.allow() {
+                        log::warn!("socket hub: cannot reach {}: {e}", path.display());
+                    }
+                }
+            }
         }
         // Forget stale files that are gone (bounded by the directory's size).
         m.stale.retain(|id| present.contains(id));
@@ -242,10 +260,18 @@ impl Hub {
     }
 }
 
-/// How long, at most, a frame waits for a member's full queue: HUB_FULL_RETRIES tries
-/// HUB_FULL_WAIT apart (2 ms in all), then it is dropped for that member.
-const HUB_FULL_RETRIES: usize = 20;
-const HUB_FULL_WAIT: Duration = Duration::from_micros(100);
+/// How long, at most, a frame waits for a member's full queue (the kernel rounds it up to its
+/// clock tick) before that member misses it.
+const HUB_FULL_WAIT: Duration = Duration::from_millis(2);
+
+/// A blocking socket connected to a member, whose sends wait at most HUB_FULL_WAIT.
+fn connect_member(path: &Path) -> io::Result<UnixDatagram> {
+    let conn = UnixDatagram::unbound()?;
+    conn.connect(path)?;
+    conn.set_write_timeout(Some(HUB_FULL_WAIT))?;
+    super::set_socket_buffers(conn.as_raw_fd(), SOCKET_BUFFER);
+    Ok(conn)
+}
 
 impl NetBackend for Hub {
     fn send(&self, frame: &[u8]) {
@@ -275,15 +301,16 @@ impl NetBackend for Hub {
         list.retain(|member| {
             // A member whose queue is full gets a moment to drain it (backpressure, like a
             // switch port's buffer): the kernel queues only max_dgram_qlen datagrams, and TCP
-            // between two guests would otherwise lose a burst at every window.
-            let mut r = self.sock.send_to(frame, &member.path);
-            for _ in 0..HUB_FULL_RETRIES {
+            // between two guests would otherwise lose a burst at every window. The send
+            // sleeps in the kernel until the member reads or HUB_FULL_WAIT is over.
+            let mut r = member.conn.send(frame);
+            for _ in 0..3 {
                 match &r {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if super::would_block(e) => std::thread::sleep(HUB_FULL_WAIT),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                        r = member.conn.send(frame);
+                    }
                     _ => break,
                 }
-                r = self.sock.send_to(frame, &member.path);
             }
             match r {
                 Ok(_) => true,
@@ -294,7 +321,7 @@ impl NetBackend for Hub {
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
-                        Some(libc::ECONNREFUSED | libc::ENOENT | libc::ENOTSOCK)
+                        Some(libc::ECONNREFUSED | libc::ENOTCONN | libc::ENOENT | libc::ENOTSOCK)
                     ) =>
                 {
                     // Its owner is gone: skip the file (as it is now) until it is replaced.
