@@ -120,8 +120,9 @@ impl PamAccess {
 }
 
 /// Saved state of [`I440bx`]: the configuration space bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct I440bxState {
+    #[serde(with = "serde_big_array::BigArray")]
     pub config: [u8; pci::CONFIG_SPACE_SIZE],
 }
 
@@ -292,6 +293,7 @@ impl I440bx {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::cbor_round_trip;
 
     fn read8(d: &mut I440bx, off: u16) -> u8 {
         (d.config_read(off & !3) >> ((off & 3) * 8)) as u8
@@ -410,5 +412,28 @@ mod tests {
         // The lock survives the restore.
         e.config_write(0x72, &[0x00]);
         assert_eq!(e.smram(), 0x1a);
+    }
+
+    #[test]
+    fn state_round_trips_through_cbor() {
+        let mut d = I440bx::new(256 << 20);
+        // Shadow RAM as a BIOS leaves it, a scratch pad value, SMRAM locked.
+        d.config_write(0x58, &[0x00, 0x30, 0x33, 0x33]);
+        d.config_write(0x5c, &[0x11, 0x11, 0x33, 0x33]);
+        d.config_write(0xd4, &[1, 2, 3, 4]);
+        d.config_write(0x72, &[0x18]);
+        let s = d.state();
+        let mut e = I440bx::new(256 << 20);
+        e.restore(&cbor_round_trip(&s));
+        assert_eq!(e.state(), s);
+        assert_eq!(e.pam_segments(), d.pam_segments());
+        for off in (0..0x100).step_by(4) {
+            assert_eq!(e.config_read(off), d.config_read(off), "offset {off:#x}");
+        }
+        // The lock holds on both.
+        for b in [&mut d, &mut e] {
+            b.config_write(0x72, &[0x4a]);
+            assert_eq!(b.smram(), 0x1a);
+        }
     }
 }

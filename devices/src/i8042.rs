@@ -186,14 +186,14 @@ use spec::*;
 pub const DEVICE_QUEUE_LIMIT: usize = 1024;
 
 /// Which side of the controller a byte in the output buffer belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Channel {
     Keyboard,
     Aux,
 }
 
 /// The saved state of the PS/2 keyboard.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ps2KeyboardState {
     pub queue: Vec<u8>,
     pub scanning: bool,
@@ -206,7 +206,7 @@ pub struct Ps2KeyboardState {
 }
 
 /// The saved state of the PS/2 mouse.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ps2MouseState {
     pub queue: Vec<u8>,
     pub reporting: bool,
@@ -222,7 +222,7 @@ pub struct Ps2MouseState {
 }
 
 /// The guest-visible state of an [`I8042`] and its devices, for snapshots.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct I8042State {
     /// Controller RAM; byte 0 is the command byte.
     pub ram: [u8; 32],
@@ -947,6 +947,7 @@ impl BusDevice for I8042 {
 mod tests {
     use super::*;
     use crate::bus::testing::{FakeControl, FakeIrq};
+    use crate::testing::cbor_round_trip;
 
     struct Rig {
         dev: I8042,
@@ -1414,8 +1415,10 @@ mod tests {
         assert_eq!(translate(0xe0), 0xe0);
     }
 
-    #[test]
-    fn state_round_trip() {
+    /// A controller in the middle of things: translation and both interrupts on, the keyboard
+    /// waiting for the LED byte, the mouse reporting, scan codes queued (one half-translated
+    /// break), and a controller command waiting for its data byte.
+    fn busy_rig() -> Rig {
         let mut r = rig();
         r.write_ctr(CTR_XLATE | CTR_KBD_INT | CTR_AUX_INT);
         r.put(KBD_SET_LEDS);
@@ -1423,6 +1426,12 @@ mod tests {
         r.command(CMD_WRITE_AUX, &[MOUSE_ENABLE], 0);
         r.dev.key_input(&[0x1c, 0xf0]);
         r.cmd(0x60);
+        r
+    }
+
+    #[test]
+    fn state_round_trip() {
+        let r = busy_rig();
         let st = r.dev.state();
         assert_eq!(st.pending_command, Some(0x60));
         assert_eq!(st.keyboard.pending_command, Some(KBD_SET_LEDS));
@@ -1433,5 +1442,29 @@ mod tests {
         assert_eq!(q.dev.state(), st);
         assert_eq!(q.kbd.is_high(), r.kbd.is_high());
         assert_eq!(q.aux.is_high(), r.aux.is_high());
+    }
+
+    #[test]
+    fn state_round_trips_through_cbor() {
+        let mut r = busy_rig();
+        r.dev.mouse_input(5, -3, 0x01);
+        let st = r.dev.state();
+        assert!(!st.mouse.queue.is_empty());
+        let mut q = rig();
+        q.dev.restore(&cbor_round_trip(&st));
+        assert_eq!(q.dev.state(), st);
+        assert_eq!(q.kbd.is_high(), r.kbd.is_high());
+        assert_eq!(q.aux.is_high(), r.aux.is_high());
+        // Both finish the pending commands and hand out the same bytes on the same channels.
+        for m in [&mut r, &mut q] {
+            m.put(CTR_XLATE | CTR_KBD_INT | CTR_AUX_INT | CTR_SYSTEM);
+        }
+        assert_eq!(q.drain(), r.drain());
+        for m in [&mut r, &mut q] {
+            m.put(0x02);
+        }
+        assert_eq!(q.drain(), r.drain());
+        assert_eq!(q.read_ctr(), r.read_ctr());
+        assert_eq!(q.dev.state(), r.dev.state());
     }
 }

@@ -20,3 +20,17 @@ pub mod serial;
 pub mod tulip;
 
 pub use bus::{Bus, BusDevice, BusError, Irq, IrqLine, SharedDevice, Timer, VmControl, VmRequest};
+
+/// Helpers shared by the devices' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+
+    /// Encodes `t` as CBOR the way the VMM writes its saved-state file, and decodes it again.
+    pub fn cbor_round_trip<T: Serialize + DeserializeOwned>(t: &T) -> T {
+        let mut bytes = Vec::new();
+        ciborium::into_writer(t, &mut bytes).expect("CBOR encoding");
+        ciborium::from_reader(bytes.as_slice()).expect("CBOR decoding")
+    }
+}

@@ -319,7 +319,7 @@ impl PciRoot {
 }
 
 /// Saved state of [`PciConfigMech1`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PciConfigMech1State {
     /// CONFIG_ADDRESS as last written (masked).
     pub config_address: u32,
@@ -453,6 +453,7 @@ mod tests {
     use super::*;
     use crate::bus::testing::FakeControl;
     use crate::bus::Bus;
+    use crate::testing::cbor_round_trip;
 
     /// A function built on ConfigSpace with one writable scratch dword at 0x40, a W1C status
     /// register and an I/O BAR.
@@ -664,5 +665,42 @@ mod tests {
         n.restore(&s);
         assert_eq!(n.state(), s);
         assert_eq!(s.config_address, 0x8000_3804);
+    }
+
+    #[test]
+    fn state_round_trips_through_cbor() {
+        // Two machines with the same function at 00:07.3, scratch register 40h written.
+        let mech = || {
+            let f = Arc::new(Mutex::new(Dummy::new()));
+            f.lock()
+                .unwrap()
+                .config_write(0x40, &0xdead_beefu32.to_le_bytes());
+            let mut root = PciRoot::new();
+            root.add((7, 3), f).unwrap();
+            let control = Arc::new(FakeControl::default());
+            let m = PciConfigMech1::new(Arc::new(Mutex::new(root)), control.clone());
+            (m, control)
+        };
+        let (mut m, control_m) = mech();
+        m.write(0, &(0x8000_0000u32 | 7 << 11 | 3 << 8 | 0x40).to_le_bytes());
+        m.write(1, &[spec::RC_SYSTEM_RESET]);
+        let st = m.state();
+        let (mut n, control_n) = mech();
+        n.restore(&cbor_round_trip(&st));
+        assert_eq!(n.state(), st);
+        // The next data access reaches the same register on both.
+        let read = |d: &mut PciConfigMech1| {
+            let mut b = [0u8; 4];
+            d.read(spec::CONFIG_DATA, &mut b);
+            u32::from_le_bytes(b)
+        };
+        assert_eq!(read(&mut n), 0xdead_beef);
+        assert_eq!(read(&mut m), 0xdead_beef);
+        // RCPU with the restored SRST asks for a hard reset on both.
+        for d in [&mut m, &mut n] {
+            d.write(1, &[spec::RC_SYSTEM_RESET | spec::RC_RESET_CPU]);
+        }
+        assert_eq!(*control_m.requests.lock().unwrap(), vec![VmRequest::Reset]);
+        assert_eq!(*control_n.requests.lock().unwrap(), vec![VmRequest::Reset]);
     }
 }

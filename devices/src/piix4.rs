@@ -239,8 +239,9 @@ fn bit_set(set: u8, mask: u8) -> bool {
 // Function 0: PCI-to-ISA bridge.
 
 /// Saved state of [`Piix4Isa`]: the configuration space bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Piix4IsaState {
+    #[serde(with = "serde_big_array::BigArray")]
     pub config: [u8; pci::CONFIG_SPACE_SIZE],
 }
 
@@ -378,7 +379,7 @@ impl PciFunction for Piix4Isa {
 // Port 92h.
 
 /// Saved state of [`Port92`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Port92State {
     pub value: u8,
 }
@@ -435,7 +436,7 @@ impl BusDevice for Port92 {
 // Function 3: power management, its I/O block.
 
 /// Saved state of [`Piix4PmIo`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Piix4PmIoState {
     pub pmsts: u16,
     pub pmen: u16,
@@ -816,8 +817,9 @@ impl BusDevice for Piix4PmIo {
 
 /// Saved state of [`Piix4Pm`]: the configuration space bytes (PMBA and PMREGMISC decide where
 /// the PM I/O block is mapped after a restore).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Piix4PmState {
+    #[serde(with = "serde_big_array::BigArray")]
     pub config: [u8; pci::CONFIG_SPACE_SIZE],
 }
 
@@ -958,6 +960,7 @@ mod tests {
     use crate::bus::testing::{FakeControl, FakeIrq, FakeTimer};
     use crate::pci::{PciConfigMech1, PciRoot};
     use crate::rtc::testing::FakeClock;
+    use crate::testing::cbor_round_trip;
 
     fn read8(f: &mut dyn PciFunction, off: u16) -> u8 {
         (f.config_read(off & !3) >> (8 * (off & 3))) as u8
@@ -1038,6 +1041,22 @@ mod tests {
         assert_eq!(e.pirq_routing()[1], Some(14));
     }
 
+    #[test]
+    fn isa_state_round_trips_through_cbor() {
+        let mut d = Piix4Isa::new([10, 10, 11, 11]);
+        d.config_write(0x60, &[0x05, 0x80, 0x0b, 0x0e]);
+        d.config_write(0x4e, &[0x03, 0x02]);
+        let s = d.state();
+        let mut e = Piix4Isa::new([10, 10, 11, 11]);
+        e.restore(&cbor_round_trip(&s));
+        assert_eq!(e.state(), s);
+        assert_eq!(e.pirq_routing(), [Some(5), None, Some(11), Some(14)]);
+        assert_eq!(e.pirq_routing(), d.pirq_routing());
+        for off in (0..0x100).step_by(4) {
+            assert_eq!(e.config_read(off), d.config_read(off), "offset {off:#x}");
+        }
+    }
+
     // ---- Port 92h ----
 
     #[test]
@@ -1070,6 +1089,25 @@ mod tests {
         let mut q = Port92::new(control);
         q.restore(&s);
         assert_eq!(q.state(), s);
+    }
+
+    #[test]
+    fn port92_state_round_trips_through_cbor() {
+        let control = Arc::new(FakeControl::default());
+        let mut p = Port92::new(control.clone());
+        p.write(0, &[0x02]);
+        let s = p.state();
+        let mut q = Port92::new(control.clone());
+        q.restore(&cbor_round_trip(&s));
+        assert_eq!(q.state(), s);
+        assert!(q.a20_enabled());
+        let (mut a, mut b) = ([0u8], [0u8]);
+        p.read(0, &mut a);
+        q.read(0, &mut b);
+        assert_eq!(a, b);
+        // Fast init from the restored value is a new edge.
+        q.write(0, &[0x03]);
+        assert_eq!(*control.requests.lock().unwrap(), vec![VmRequest::Reset]);
     }
 
     // ---- PM I/O block ----
@@ -1324,6 +1362,38 @@ mod tests {
         assert_eq!(q.inl(0x08), 5_369_317 + 3_579_545);
     }
 
+    #[test]
+    fn pm_io_state_round_trips_through_cbor() {
+        let mut p = pm_io();
+        p.outw(0x02, spec::PWRBTN_EN);
+        p.io.press_power_button();
+        p.outw(0x0e, 0x0001);
+        p.io.raise_gpe(0x0001);
+        p.outl(0x2c, 0x1234_5678);
+        p.outl(0x34, 0x0000_ffff);
+        p.clock.advance(Duration::from_millis(250));
+        let s = p.io.state();
+        let mut q = pm_io();
+        q.clock.advance(Duration::from_secs(30));
+        q.io.restore(&cbor_round_trip(&s));
+        assert_eq!(q.io.state(), s);
+        assert!(q.sci.is_high());
+        // Every register and the timer read the same, now and a second later.
+        for _ in 0..2 {
+            for off in (0..0x38).step_by(4) {
+                assert_eq!(q.inl(off), p.inl(off), "offset {off:#x}");
+            }
+            p.clock.advance(Duration::from_secs(1));
+            q.clock.advance(Duration::from_secs(1));
+        }
+        // Clearing the status drops the SCI on both.
+        for m in [&mut p, &mut q] {
+            m.outw(0x00, spec::PWRBTN_STS);
+            m.outw(0x0c, 0x0001);
+            assert!(!m.sci.is_high());
+        }
+    }
+
     // ---- PM function and its mapping ----
 
     fn pm_machine() -> (Arc<Bus>, Arc<Mutex<Piix4Pm>>, Arc<FakeIrq>) {
@@ -1451,5 +1521,23 @@ mod tests {
         assert_eq!(pm1_cnt_at(&bus, 0xc00), None);
         assert_eq!(pm1_cnt_at(&bus, 0xb00), Some(spec::SCI_EN));
         assert_eq!(pm.lock().unwrap().state(), s);
+    }
+
+    #[test]
+    fn pm_function_state_round_trips_through_cbor() {
+        let (bus, pm, _) = pm_machine();
+        cfg_write(&bus, 0x40, &0x0e00u16.to_le_bytes());
+        cfg_write(&bus, 0x58, &0x0200_0000u32.to_le_bytes());
+        cfg_write(&bus, 0x3c, &[0x09]);
+        let s = pm.lock().unwrap().state();
+        let (bus2, pm2, _) = pm_machine();
+        pm2.lock().unwrap().restore(&cbor_round_trip(&s));
+        assert_eq!(pm2.lock().unwrap().state(), s);
+        assert_eq!(pm2.lock().unwrap().pm_base(), Some(0xe00));
+        assert_eq!(pm1_cnt_at(&bus2, 0x600), None);
+        assert_eq!(pm1_cnt_at(&bus2, 0xe00), pm1_cnt_at(&bus, 0xe00));
+        for reg in (0..0x100).step_by(4) {
+            assert_eq!(cfg_read(&bus2, reg), cfg_read(&bus, reg), "offset {reg:#x}");
+        }
     }
 }

@@ -15,7 +15,7 @@ pub mod spec {
 }
 
 /// The guest-visible state of a [`PostCode`], for snapshots.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PostCodeState {
     pub code: u8,
 }
@@ -74,6 +74,7 @@ impl BusDevice for PostCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::cbor_round_trip;
 
     #[test]
     fn latches_the_last_code() {
@@ -111,5 +112,20 @@ mod tests {
         q.restore(&p.state());
         assert_eq!(q.last(), 0x55);
         assert_eq!(q.state(), PostCodeState { code: 0x55 });
+    }
+
+    #[test]
+    fn state_round_trips_through_cbor() {
+        let mut p = PostCode::new();
+        p.write(0, &[0xd4]);
+        let st = p.state();
+        let mut q = PostCode::new();
+        q.restore(&cbor_round_trip(&st));
+        assert_eq!(q.state(), st);
+        let (mut a, mut b) = ([0u8; 2], [0u8; 2]);
+        p.read(0, &mut a);
+        q.read(0, &mut b);
+        assert_eq!(a, b);
+        assert_eq!(b, [0xd4, 0xff]);
     }
 }

@@ -155,6 +155,11 @@ pub mod spec {
     pub const MIN_TIMER_PERIOD: Duration = Duration::from_micros(100);
     /// After the divider reset is released the first update comes this much later.
     pub const FIRST_UPDATE_AFTER_RESET: Duration = Duration::from_millis(500);
+
+    /// The range of guest times a saved state may hold, in seconds since 1970-01-01 UTC:
+    /// 0000-01-01 00:00:00 to 9999-12-31 23:59:59.
+    pub const TIME_MIN: i64 = -62_167_219_200;
+    pub const TIME_MAX: i64 = 253_402_300_799;
 }
 
 const NS_PER_SEC: i128 = 1_000_000_000;
@@ -235,9 +240,10 @@ impl AlarmField {
 }
 
 /// Saved state of [`Rtc`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RtcState {
     /// The CMOS bytes, with the clock registers holding the time at saving.
+    #[serde(with = "serde_big_array::BigArray")]
     pub cmos: [u8; spec::CMOS_SIZE],
     /// The index register (bits 6:0).
     pub index: u8,
@@ -367,15 +373,24 @@ impl Rtc {
         }
     }
 
-    /// Restores `state`; the clock continues from the saved guest time and divider phase.
+    /// Restores `state`; the clock continues from the saved guest time and divider phase. A time
+    /// outside the years 0000-9999 (which the clock registers cannot show anyway) is clamped into
+    /// them, so that no later calculation overflows.
     pub fn restore(&mut self, state: &RtcState) {
         let now = self.now();
+        let time = state.time.clamp(spec::TIME_MIN, spec::TIME_MAX);
+        if time != state.time {
+            warn_limited!(
+                "RTC: saved time {} is outside the years 0000-9999; clamped to {time}",
+                state.time
+            );
+        }
         self.cmos = state.cmos;
         self.cmos[spec::REG_A as usize] &= !spec::A_UIP;
         self.index = state.index & spec::INDEX_MASK;
         self.nmi_masked = state.nmi_masked;
         self.chain_origin = now - i128::from(state.phase_ns % NS_PER_SEC as u64);
-        self.time_base = state.time;
+        self.time_base = time;
         self.last_check = now;
         self.irq_high = self.reg(spec::REG_C) & spec::C_IRQF != 0;
         self.irq.set_level(self.irq_high);
@@ -791,6 +806,7 @@ mod tests {
     use super::testing::FakeClock;
     use super::*;
     use crate::bus::testing::{FakeIrq, FakeTimer};
+    use crate::testing::cbor_round_trip;
 
     /// 2024-02-29 23:59:58 UTC, a Thursday.
     const LEAP_NIGHT: u64 = 1_709_251_198;
@@ -1160,5 +1176,64 @@ mod tests {
         assert_eq!(u.get(spec::REG_C), spec::C_IRQF | spec::C_PF);
         u.advance(Duration::from_millis(700));
         assert_eq!(u.get(spec::SECONDS), 0x59);
+    }
+
+    #[test]
+    fn state_round_trips_through_cbor() {
+        let mut t = rtc_at(Duration::from_millis(LEAP_NIGHT * 1000 + 250));
+        // An alarm at second 30 of every minute with its interrupt enabled, and NVRAM bytes.
+        t.set(spec::HOURS_ALARM, spec::ALARM_DONT_CARE);
+        t.set(spec::MINUTES_ALARM, spec::ALARM_DONT_CARE);
+        t.set(spec::SECONDS_ALARM, 0x30);
+        t.set(spec::REG_B, spec::B_24H | spec::B_AIE);
+        for (i, v) in [(0x40, 0xa5), (0x5f, 0x11), (0x7f, 0x5a)] {
+            t.set(i, v);
+        }
+        t.advance(Duration::from_millis(300));
+        let s = t.rtc.state();
+
+        // Restored into a machine created a year later, after it ran for a while.
+        let mut u = rtc_at(Duration::from_secs(LEAP_NIGHT + 366 * 86_400));
+        u.advance(Duration::from_secs(12));
+        u.rtc.restore(&cbor_round_trip(&s));
+        assert_eq!(u.rtc.state(), s);
+        assert!(!u.irq.is_high());
+        // The alarm is 31.45 s away (00:00:30 from 23:59:58.55) and fires on both alike.
+        let d = u.armed().expect("alarm armed");
+        assert_eq!(d, Duration::from_millis(31_450));
+        for r in [&mut t, &mut u] {
+            r.advance(d);
+            r.rtc.timer_expired();
+            assert!(r.irq.is_high());
+        }
+        assert_eq!(u.get(spec::REG_C), t.get(spec::REG_C));
+        assert_eq!(u.time(), t.time());
+        assert_eq!(u.time()[..3], [0x30, 0x00, 0x00]);
+        for i in [0x40, 0x5f, 0x7f, spec::SECONDS_ALARM, spec::REG_B] {
+            assert_eq!(u.get(i), t.get(i), "CMOS byte {i:#x}");
+        }
+    }
+
+    #[test]
+    fn restore_clamps_a_time_the_registers_cannot_hold() {
+        assert_eq!(spec::TIME_MIN, days_from_civil(0, 1, 1) * SECS_PER_DAY);
+        assert_eq!(
+            spec::TIME_MAX,
+            days_from_civil(10_000, 1, 1) * SECS_PER_DAY - 1
+        );
+        let mut t = rtc_at(Duration::from_secs(LEAP_NIGHT));
+        let mut s = t.rtc.state();
+        s.time = i64::MAX;
+        t.set(spec::REG_B, spec::B_24H | spec::B_AIE | spec::B_UIE);
+        s.cmos[spec::REG_B as usize] = spec::B_24H | spec::B_AIE | spec::B_UIE;
+        t.rtc.restore(&s);
+        assert_eq!(t.rtc.state().time, spec::TIME_MAX);
+        // 9999-12-31 23:59:59, then the clock keeps running (into a year it shows as 00).
+        assert_eq!(t.time(), [0x59, 0x59, 0x23, 0x06, 0x31, 0x12, 0x99, 0x99]);
+        t.fire();
+        assert_eq!(t.get(spec::SECONDS), 0x00);
+        s.time = i64::MIN;
+        t.rtc.restore(&s);
+        assert_eq!(t.rtc.state().time, spec::TIME_MIN);
     }
 }

@@ -15,6 +15,10 @@ pub enum StopReason {
     Fault(String),
     /// The user quit from the console (escape key).
     Quit,
+    /// The VM was saved to this file and stops (control API save-state without resume).
+    Saved(std::path::PathBuf),
+    /// The control API pulled the plug (power-off).
+    PoweredOffByUser,
 }
 
 pub struct Control {

@@ -5,16 +5,22 @@
 //! command line over it. Data flows one way: CLI/config -> `VmConfig` -> `Vm::build` -> vCPU
 //! threads and the event loop -> exit status.
 
+pub mod api;
 pub mod boot;
 pub mod config;
 pub mod console;
 pub mod control;
+pub mod ctl;
 pub mod event_loop;
 pub mod guest_dma;
 pub mod irq;
+pub mod live;
 pub mod machine;
 pub mod net;
 pub mod nic;
+pub mod restore;
+pub mod snapshot;
+pub mod snapshot_disks;
 pub mod storage;
 pub mod timer;
 pub mod vcpu;

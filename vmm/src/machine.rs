@@ -63,18 +63,50 @@ pub struct MachineHost<'a> {
 }
 
 /// The platform devices of one boot of the VM.
+#[derive(Clone)]
 pub struct Machine {
     pub serial: [Arc<Mutex<Serial>>; 2],
     pub rtc: Arc<Mutex<Rtc>>,
     rtc_timer: Arc<TimerFd>,
     pub pci: Arc<Mutex<PciRoot>>,
     pub post: Arc<Mutex<PostCode>>,
+    lpt: Arc<Mutex<Lpt>>,
+    i8042: Arc<Mutex<I8042>>,
+    port92: Arc<Mutex<Port92>>,
+    pci_mech: Arc<Mutex<PciConfigMech1>>,
+    i440bx: Arc<Mutex<I440bx>>,
+    piix4_isa: Arc<Mutex<Piix4Isa>>,
+    pub piix4_pm: Arc<Mutex<Piix4Pm>>,
+    ide: Arc<Mutex<Piix4Ide>>,
+    /// The CD drives' SCSI targets, in drive order.
+    cdroms: Vec<Arc<Mutex<ScsiCdrom>>>,
     consoles: [Arc<Mutex<crate::console::ConsoleBackend>>; 2],
     cmos: Arc<Mutex<Option<devices::rtc::RtcState>>>,
     pub nics: Vec<NicParts>,
 }
 
+/// Every device's guest-visible state, for a saved state. New fields get `#[serde(default)]`;
+/// existing ones are never renamed or renumbered.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct MachineState {
+    pub serial: Vec<devices::serial::SerialState>,
+    pub lpt: devices::lpt::LptState,
+    pub rtc: devices::rtc::RtcState,
+    pub i8042: devices::i8042::I8042State,
+    pub post: devices::post::PostCodeState,
+    pub port92: devices::piix4::Port92State,
+    pub pci_mech: devices::pci::PciConfigMech1State,
+    pub i440bx: devices::i440bx::I440bxState,
+    pub piix4_isa: devices::piix4::Piix4IsaState,
+    pub piix4_pm: devices::piix4::Piix4PmState,
+    pub pm_io: devices::piix4::Piix4PmIoState,
+    pub ide: devices::ide::Piix4IdeState,
+    pub cdroms: Vec<devices::scsi::ScsiCdromState>,
+    pub nics: Vec<devices::tulip::TulipState>,
+}
+
 /// One network card of this boot and what the event loop needs of it.
+#[derive(Clone)]
 pub struct NicParts {
     pub tulip: Arc<Mutex<Tulip>>,
     core: Arc<Mutex<TulipCore>>,
@@ -84,19 +116,22 @@ pub struct NicParts {
 }
 
 /// The IDE drives of this boot, from the drives the host opened once for the whole run (a CD
-/// drive is new each boot: a reset powers its state up again).
-fn ide_drives(host: &HostResources) -> IdeDrives {
+/// drive is new each boot: a reset powers its state up again), and the CD drives' targets.
+fn ide_drives(host: &HostResources) -> (IdeDrives, Vec<Arc<Mutex<ScsiCdrom>>>) {
     let mut drives: IdeDrives = Default::default();
+    let mut cdroms = Vec::new();
     for d in &host.drives {
         let drive = match d.kind {
             DriveKind::Disk => IdeDrive::disk(d.backend.clone()),
-            DriveKind::Cdrom => IdeDrive::cdrom(Arc::new(Mutex::new(ScsiCdrom::new(Some(
-                d.backend.clone(),
-            ))))),
+            DriveKind::Cdrom => {
+                let cd = Arc::new(Mutex::new(ScsiCdrom::new(Some(d.backend.clone()))));
+                cdroms.push(cd.clone());
+                IdeDrive::cdrom(cd)
+            }
         };
         drives[usize::from(d.slot.channel)][usize::from(d.slot.device)] = Some(drive);
     }
-    drives
+    (drives, cdroms)
 }
 
 impl InputSink for Serial {
@@ -171,26 +206,24 @@ impl Machine {
         place(bus, layout::PORT92, 1, &port92)?;
 
         let mut root = PciRoot::new();
-        root.add(
-            I440BX_DEVFN,
-            Arc::new(Mutex::new(I440bx::new(h.layout.low_ram_end()))),
-        )
-        .map_err(|e| e.to_string())?;
-        root.add(
-            PIIX4_ISA_DEVFN,
-            Arc::new(Mutex::new(Piix4Isa::new(layout::PIRQ_IRQS))),
-        )
-        .map_err(|e| e.to_string())?;
+        let i440bx = Arc::new(Mutex::new(I440bx::new(h.layout.low_ram_end())));
+        root.add(I440BX_DEVFN, i440bx.clone())
+            .map_err(|e| e.to_string())?;
+        let piix4_isa = Arc::new(Mutex::new(Piix4Isa::new(layout::PIRQ_IRQS)));
+        root.add(PIIX4_ISA_DEVFN, piix4_isa.clone())
+            .map_err(|e| e.to_string())?;
         let pm = Piix4Pm::new(bus.clone(), irq(layout::SCI_IRQ), control.clone())
             .map_err(|e| format!("PIIX4 power management: {e}"))?;
-        root.add(PIIX4_PM_DEVFN, Arc::new(Mutex::new(pm)))
+        let piix4_pm = Arc::new(Mutex::new(pm));
+        root.add(PIIX4_PM_DEVFN, piix4_pm.clone())
             .map_err(|e| e.to_string())?;
+        let (drives, cdroms) = ide_drives(h.host);
         let ide = Arc::new(Mutex::new(
             Piix4Ide::new(
                 bus.clone(),
                 [irq(IDE_IRQS[0]), irq(IDE_IRQS[1])],
                 h.mem.clone(),
-                ide_drives(h.host),
+                drives,
             )
             .map_err(|e| format!("PIIX4 IDE: {e}"))?,
         ));
@@ -212,7 +245,8 @@ impl Machine {
                     .map_err(|e| format!("placing IDE channel {ch} at {base:#x}: {e}"))?;
             }
         }
-        root.add(PIIX4_IDE_DEVFN, ide).map_err(|e| e.to_string())?;
+        root.add(PIIX4_IDE_DEVFN, ide.clone())
+            .map_err(|e| e.to_string())?;
 
         // PCI interrupts are level-triggered and wired-OR: cards whose INTA# reach the same PIRQ
         // share one line.
@@ -268,6 +302,15 @@ impl Machine {
             rtc_timer,
             pci,
             post,
+            lpt,
+            i8042,
+            port92,
+            pci_mech: mech,
+            i440bx,
+            piix4_isa,
+            piix4_pm,
+            ide,
+            cdroms,
             consoles: h.host.serial.clone(),
             cmos: h.host.cmos.clone(),
             nics,
@@ -303,6 +346,107 @@ impl Machine {
             ))));
         }
         Ok(v)
+    }
+
+    /// Every device's state (the vCPUs are paused and the event loop is the caller).
+    pub fn state(&self) -> MachineState {
+        // Guards in a struct expression live to its end: take the PM I/O block's state first.
+        let pm_io = self.piix4_pm.lock().unwrap().pm_io();
+        let pm_io = pm_io.lock().unwrap().state();
+        MachineState {
+            serial: self
+                .serial
+                .iter()
+                .map(|s| s.lock().unwrap().state())
+                .collect(),
+            lpt: self.lpt.lock().unwrap().state(),
+            rtc: self.rtc.lock().unwrap().state(),
+            i8042: self.i8042.lock().unwrap().state(),
+            post: self.post.lock().unwrap().state(),
+            port92: self.port92.lock().unwrap().state(),
+            pci_mech: self.pci_mech.lock().unwrap().state(),
+            i440bx: self.i440bx.lock().unwrap().state(),
+            piix4_isa: self.piix4_isa.lock().unwrap().state(),
+            piix4_pm: self.piix4_pm.lock().unwrap().state(),
+            pm_io,
+            ide: self.ide.lock().unwrap().state(),
+            cdroms: self
+                .cdroms
+                .iter()
+                .map(|c| c.lock().unwrap().state())
+                .collect(),
+            nics: self
+                .nics
+                .iter()
+                .map(|n| n.tulip.lock().unwrap().state())
+                .collect(),
+        }
+    }
+
+    /// Puts every device back in a saved state (before any vCPU runs).
+    pub fn restore(&self, s: &MachineState) -> Result<(), String> {
+        if s.serial.len() != self.serial.len() {
+            return Err(format!(
+                "{} serial ports saved, the machine has {}",
+                s.serial.len(),
+                self.serial.len()
+            ));
+        }
+        if s.nics.len() != self.nics.len() {
+            return Err(format!(
+                "{} network cards saved, {} configured",
+                s.nics.len(),
+                self.nics.len()
+            ));
+        }
+        for (dev, st) in self.serial.iter().zip(&s.serial) {
+            dev.lock().unwrap().restore(st);
+        }
+        self.lpt.lock().unwrap().restore(&s.lpt);
+        self.rtc.lock().unwrap().restore(&s.rtc);
+        self.i8042.lock().unwrap().restore(&s.i8042);
+        self.post.lock().unwrap().restore(&s.post);
+        self.port92.lock().unwrap().restore(&s.port92);
+        self.pci_mech.lock().unwrap().restore(&s.pci_mech);
+        self.i440bx.lock().unwrap().restore(&s.i440bx);
+        self.piix4_isa.lock().unwrap().restore(&s.piix4_isa);
+        self.piix4_pm.lock().unwrap().restore(&s.piix4_pm);
+        let pm_io = self.piix4_pm.lock().unwrap().pm_io();
+        pm_io.lock().unwrap().restore(&s.pm_io);
+        if s.cdroms.len() != self.cdroms.len() {
+            return Err(format!(
+                "{} CD drives saved, {} configured",
+                s.cdroms.len(),
+                self.cdroms.len()
+            ));
+        }
+        for (cd, st) in self.cdroms.iter().zip(&s.cdroms) {
+            cd.lock().unwrap().restore(st);
+        }
+        self.ide
+            .lock()
+            .unwrap()
+            .restore(&s.ide)
+            .map_err(|e| format!("IDE: {e}"))?;
+        for (i, (n, st)) in self.nics.iter().zip(&s.nics).enumerate() {
+            n.tulip
+                .lock()
+                .unwrap()
+                .restore(st)
+                .map_err(|e| format!("NIC {i}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Sets NIC `n`'s link (cable plugged in or not); false if there is no such NIC.
+    pub fn set_link(&self, n: usize, up: bool) -> bool {
+        match self.nics.get(n) {
+            Some(nic) => {
+                nic.core.lock().unwrap().set_link(up);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Called when the VM has stopped: disarm timers and keep the CMOS for the next boot.

@@ -33,6 +33,9 @@ enum Command {
     /// Create, inspect, check, convert, merge, compact and resize VHD disk images; commit or
     /// discard undo disks; make differencing clones.
     Vhd(vmm::vhd_cmd::VhdArgs),
+    /// Control a running kettle through its --api-socket: status, pause, resume, save-state,
+    /// reset, power-off, shutdown, link (docs/api.md).
+    Ctl(vmm::ctl::CtlArgs),
 }
 
 #[derive(Args)]
@@ -111,6 +114,24 @@ struct RunArgs {
     /// Repeatable, up to 4. See the backends below.
     #[arg(long, value_name = "NIC")]
     nic: Vec<NicSpec>,
+    /// Serve the control API (HTTP/1.1 + JSON) on this unix socket: status, pause, resume,
+    /// save-state, reset, power-off, shutdown, NIC link (docs/api.md; `kettle ctl`).
+    #[arg(long, value_name = "PATH")]
+    api_socket: Option<PathBuf>,
+    /// Continue a VM from a saved state (made with the API's save-state) instead of booting.
+    /// Memory, vCPUs, drives and NICs come from the state; --disk, --cdrom, --nic and --serial
+    /// re-attach host backends (default: the ones it was saved with).
+    #[arg(long, value_name = "FILE")]
+    restore: Option<PathBuf>,
+    /// How --restore brings memory back: map (copy-on-write from the file, fastest; the file
+    /// must stay) or copy (read into fresh memory, checksum checked; the file may go)
+    /// [default: map].
+    #[arg(long, value_name = "MODE", requires = "restore")]
+    restore_mode: Option<vmm::snapshot::memory::RestoreMode>,
+    /// With --restore, accept disks that changed since the state was saved (the guest's file
+    /// systems may then be corrupted).
+    #[arg(long, requires = "restore")]
+    force_disks: bool,
 }
 
 struct StderrLogger(log::LevelFilter);
@@ -165,6 +186,7 @@ fn main() -> ExitCode {
 
     let result = match cli.command {
         Command::Run(args) => run(*args),
+        Command::Ctl(args) => return vmm::ctl::main(args),
         Command::Vhd(args) => {
             return match vmm::vhd_cmd::run(args) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -191,35 +213,56 @@ fn main() -> ExitCode {
 }
 
 fn run(a: RunArgs) -> Result<Option<String>, String> {
-    let file = match &a.config {
-        Some(p) => Some(FileConfig::load(p).map_err(|e| e.to_string())?),
-        None => None,
+    let overrides = Overrides {
+        kernel: a.kernel,
+        initrd: a.initrd,
+        cmdline: a.cmdline,
+        memory: a.memory,
+        cpus: a.cpus,
+        serial: a.serial,
+        serial2: a.serial2,
+        lpt: a.lpt,
+        no_reboot: a.no_reboot,
+        disks: a.disk,
+        cdroms: a.cdrom,
+        undo_action: a.undo_action,
+        name: a.name,
+        nics: a.nic,
     };
-    let cfg = VmConfig::resolve(
-        file,
-        Overrides {
-            kernel: a.kernel,
-            initrd: a.initrd,
-            cmdline: a.cmdline,
-            memory: a.memory,
-            cpus: a.cpus,
-            serial: a.serial,
-            serial2: a.serial2,
-            lpt: a.lpt,
-            no_reboot: a.no_reboot,
-            disks: a.disk,
-            cdroms: a.cdrom,
-            undo_action: a.undo_action,
-            name: a.name,
-            nics: a.nic,
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    match vmm::vm::run(&cfg).map_err(|e| e.to_string())? {
+    let (cfg, restore) = match &a.restore {
+        Some(path) => {
+            if a.config.is_some() {
+                return Err("a configuration file cannot be given with --restore: the saved state holds the configuration".into());
+            }
+            let state = vmm::snapshot::LoadedState::open(path).map_err(|e| e.to_string())?;
+            let cfg = vmm::restore::restore_config(&state.config, overrides, a.force_disks)
+                .map_err(|e| format!("cannot restore {}: {e}", path.display()))?;
+            let restore = vmm::vm::Restore {
+                state,
+                mode: a.restore_mode.unwrap_or_default(),
+            };
+            (cfg, Some(restore))
+        }
+        None => {
+            let file = match &a.config {
+                Some(p) => Some(FileConfig::load(p).map_err(|e| e.to_string())?),
+                None => None,
+            };
+            let cfg = VmConfig::resolve(file, overrides).map_err(|e| e.to_string())?;
+            (cfg, None)
+        }
+    };
+    let opts = vmm::vm::RunOptions {
+        api_socket: a.api_socket,
+        restore,
+    };
+    match vmm::vm::run(&cfg, opts).map_err(|e| e.to_string())? {
         Outcome::PowerOff => Ok(None),
         Outcome::Reboot => Ok(Some(
             "the guest rebooted; exiting instead of restarting (--no-reboot)".into(),
         )),
         Outcome::Quit => Ok(Some("quit from the console".into())),
+        Outcome::Saved(p) => Ok(Some(format!("the VM was saved to {}", p.display()))),
+        Outcome::PoweredOffByUser => Ok(Some("powered off through the control API".into())),
     }
 }

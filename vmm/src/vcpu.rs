@@ -3,16 +3,19 @@
 //! the guest promptly so the VMM can stop, pause or save it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Condvar, Mutex, Once};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use devices::{Bus, VmRequest};
 use kvm_bindings::{kvm_regs, kvm_sregs};
 use kvm_ioctls::{VcpuExit, VcpuFd};
+use std::os::unix::thread::JoinHandleExt;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::signal::{register_signal_handler, Killable};
 
 use crate::control::{Control, StopReason};
+use crate::snapshot::cpu::VcpuState;
 
 /// The signal that kicks a vCPU out of `KVM_RUN` (the first real-time signal after libc's).
 pub fn kick_signal() -> i32 {
@@ -33,11 +36,19 @@ fn install_kick_handler() {
 pub struct VcpuHandle {
     pub index: u32,
     thread: Option<JoinHandle<()>>,
-    /// Address of this vCPU's `kvm_run` page (for `immediate_exit`), 0 until the thread starts.
-    run_page: Arc<AtomicU64>,
+    kicker: Kicker,
 }
 
-impl VcpuHandle {
+/// Kicks one vCPU out of `KVM_RUN`; clonable, for whoever pauses the VM.
+#[derive(Clone)]
+pub struct Kicker {
+    /// Address of this vCPU's `kvm_run` page (for `immediate_exit`), 0 until the thread starts
+    /// and again after it ends.
+    run_page: Arc<AtomicU64>,
+    pthread: libc::pthread_t,
+}
+
+impl Kicker {
     /// Makes the vCPU leave `KVM_RUN` as soon as possible: sets `immediate_exit` (covers a kick
     /// that lands just before the thread enters the guest) and signals the thread (covers one
     /// already inside).
@@ -45,16 +56,34 @@ impl VcpuHandle {
         let page = self.run_page.load(Ordering::Acquire);
         if page != 0 {
             // SAFETY: the kvm_run page stays mapped while the VcpuFd lives, which is until the
-            // thread exits; `immediate_exit` is a single byte written atomically by the CPU, the
-            // same cross-thread write QEMU does.
+            // thread clears `run_page` on its way out; `immediate_exit` is a single byte written
+            // atomically by the CPU, the same cross-thread write QEMU does.
             unsafe {
                 let run = page as *mut kvm_bindings::kvm_run;
                 std::ptr::write_volatile(std::ptr::addr_of_mut!((*run).immediate_exit), 1);
             }
+            // SAFETY: the thread is alive while run_page is set (it clears it before exiting
+            // and is joined only after); the signal's handler does nothing.
+            unsafe {
+                libc::pthread_kill(self.pthread, kick_signal());
+            }
         }
-        if let Some(t) = &self.thread {
-            let _ = t.kill(kick_signal());
+    }
+}
+
+impl VcpuHandle {
+    pub fn kick(&self) {
+        self.kicker.kick();
+        if self.kicker.run_page.load(Ordering::Acquire) == 0 {
+            // Not started yet, or on its way out: a signal is harmless either way.
+            if let Some(t) = &self.thread {
+                let _ = t.kill(kick_signal());
+            }
         }
+    }
+
+    pub fn kicker(&self) -> Kicker {
+        self.kicker.clone()
     }
 
     pub fn join(&mut self) {
@@ -75,6 +104,138 @@ pub struct VcpuContext {
     pub mem: GuestMemoryMmap,
     pub control: Arc<Control>,
     pub stop: Arc<AtomicBool>,
+    /// Pause requests and state capture (save-state).
+    pub run_state: Arc<RunState>,
+    /// The MSRs a capture saves.
+    pub msrs: Arc<Vec<u32>>,
+}
+
+/// Pausing the vCPUs: a request flag every vCPU checks after each exit, a count of parked
+/// vCPUs, and state capture done by each parked vCPU on its own thread (it owns its fd).
+pub struct RunState {
+    pause: AtomicBool,
+    inner: Mutex<RunInner>,
+    cv: Condvar,
+}
+
+struct RunInner {
+    parked: usize,
+    capture_gen: u64,
+    captured: Vec<Option<Result<VcpuState, String>>>,
+}
+
+impl RunState {
+    pub fn new(vcpus: usize) -> Self {
+        Self {
+            pause: AtomicBool::new(false),
+            inner: Mutex::new(RunInner {
+                parked: 0,
+                capture_gen: 0,
+                captured: (0..vcpus).map(|_| None).collect(),
+            }),
+            cv: Condvar::new(),
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.pause.load(Ordering::Acquire)
+    }
+
+    /// Asks every vCPU to park, kicks them, and waits until `vcpus` are parked.
+    pub fn pause(&self, kickers: &[Kicker], timeout: Duration) -> Result<(), String> {
+        self.pause.store(true, Ordering::Release);
+        let deadline = Instant::now() + timeout;
+        let mut g = self.inner.lock().unwrap();
+        while g.parked < kickers.len() {
+            for k in kickers {
+                k.kick();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let parked = g.parked;
+                drop(g);
+                self.resume();
+                return Err(format!(
+                    "only {parked} of {} vCPUs stopped within {timeout:?}",
+                    kickers.len()
+                ));
+            }
+            g = self
+                .cv
+                .wait_timeout(g, left.min(Duration::from_millis(20)))
+                .unwrap()
+                .0;
+        }
+        Ok(())
+    }
+
+    /// Lets parked vCPUs run again.
+    pub fn resume(&self) {
+        self.pause.store(false, Ordering::Release);
+        let _g = self.inner.lock().unwrap();
+        self.cv.notify_all();
+    }
+
+    /// Wakes parked vCPUs so that they notice a stop.
+    pub fn wake_all(&self) {
+        let _g = self.inner.lock().unwrap();
+        self.cv.notify_all();
+    }
+
+    /// Has every parked vCPU read its state (the VM must be paused).
+    pub fn capture(&self, vcpus: usize, timeout: Duration) -> Result<Vec<VcpuState>, String> {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.inner.lock().unwrap();
+        g.capture_gen += 1;
+        for c in g.captured.iter_mut() {
+            *c = None;
+        }
+        self.cv.notify_all();
+        while g.captured.iter().take(vcpus).any(Option::is_none) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("the vCPUs did not report their state in time".into());
+            }
+            g = self.cv.wait_timeout(g, left).unwrap().0;
+        }
+        g.captured
+            .iter_mut()
+            .take(vcpus)
+            .enumerate()
+            .map(|(i, c)| c.take().unwrap().map_err(|e| format!("vCPU {i}: {e}")))
+            .collect()
+    }
+
+    /// On a vCPU thread: stay parked while a pause is requested, capturing state on request.
+    fn park(&self, ctx: &mut VcpuContext) {
+        // Finish an I/O exit in flight (KVM completes it on the next KVM_RUN, which returns at
+        // once with immediate_exit set): the saved registers then include its result.
+        ctx.fd.set_kvm_immediate_exit(1);
+        let _ = ctx.fd.run();
+        ctx.fd.set_kvm_immediate_exit(0);
+        // Tell a guest using kvmclock that it was paused (no soft-lockup reports on resume).
+        let _ = ctx.fd.kvmclock_ctrl();
+        let mut g = self.inner.lock().unwrap();
+        g.parked += 1;
+        self.cv.notify_all();
+        let mut seen = g.capture_gen;
+        while self.is_paused() && !ctx.stop.load(Ordering::Acquire) && !ctx.control.is_stopping() {
+            if g.capture_gen != seen {
+                seen = g.capture_gen;
+                let r = VcpuState::capture(&ctx.fd, &ctx.msrs).map_err(|e| e.to_string());
+                g.captured[ctx.index as usize] = Some(r);
+                self.cv.notify_all();
+            }
+            g = self
+                .cv
+                .wait_timeout(g, Duration::from_millis(100))
+                .unwrap()
+                .0;
+        }
+        g.parked -= 1;
+        drop(g);
+        let _ = ctx.fd.kvmclock_ctrl();
+    }
 }
 
 /// Starts the vCPU thread, named `kettle-vcpu<N>`.
@@ -86,10 +247,11 @@ pub fn spawn(ctx: VcpuContext) -> std::io::Result<VcpuHandle> {
     let thread = std::thread::Builder::new()
         .name(format!("kettle-vcpu{index}"))
         .spawn(move || run(ctx, page))?;
+    let pthread = thread.as_pthread_t();
     Ok(VcpuHandle {
         index,
         thread: Some(thread),
-        run_page,
+        kicker: Kicker { run_page, pthread },
     })
 }
 
@@ -98,6 +260,11 @@ fn run(mut ctx: VcpuContext, page: Arc<AtomicU64>) {
     page.store(run_ptr, Ordering::Release);
     let mut unhandled = RateLimit::default();
     while !ctx.stop.load(Ordering::Acquire) && !ctx.control.is_stopping() {
+        if ctx.run_state.is_paused() {
+            let rs = ctx.run_state.clone();
+            rs.park(&mut ctx);
+            continue;
+        }
         let exit = ctx.fd.run();
         match exit {
             Ok(VcpuExit::IoIn(port, data)) => {

@@ -68,6 +68,23 @@ pub enum Outcome {
     Reboot,
     /// The user quit from the console.
     Quit,
+    /// The VM was saved to this file (control API) and stopped.
+    Saved(std::path::PathBuf),
+    /// The control API turned the VM off.
+    PoweredOffByUser,
+}
+
+/// How to run: the control API socket, and a saved state to start from.
+#[derive(Default)]
+pub struct RunOptions {
+    pub api_socket: Option<std::path::PathBuf>,
+    pub restore: Option<Restore>,
+}
+
+/// A saved state to start from instead of booting.
+pub struct Restore {
+    pub state: crate::snapshot::LoadedState,
+    pub mode: crate::snapshot::memory::RestoreMode,
 }
 
 /// A run that ended with the guest unable to go on.
@@ -83,6 +100,10 @@ pub enum RunError {
     Storage(String),
     #[error("{0}")]
     Network(String),
+    #[error("{0}")]
+    Api(String),
+    #[error("{0}")]
+    Restore(String),
 }
 
 /// Host-side resources that outlive guest reboots: console backends and the LPT output file.
@@ -142,9 +163,29 @@ impl HostResources {
 }
 
 /// Runs the VM described by `cfg` until the guest powers off (or reboots with `no_reboot`).
-pub fn run(cfg: &VmConfig) -> Result<Outcome, RunError> {
+pub fn run(cfg: &VmConfig, opts: RunOptions) -> Result<Outcome, RunError> {
     let host = HostResources::open(cfg)?;
-    let outcome = run_boots(cfg, &host);
+    let api = match &opts.api_socket {
+        Some(path) => {
+            let queue = crate::live::ApiQueue::new(
+                serde_json::to_value(saved_config(cfg)).unwrap_or_default(),
+                std::time::Instant::now(),
+            )
+            .map_err(|e| RunError::Api(format!("control API: {e}")))?;
+            let server = crate::api::ApiServer::start(path, queue.clone())
+                .map_err(|e| RunError::Api(e.to_string()))?;
+            log::info!("control API on {}", path.display());
+            Some((queue, server))
+        }
+        None => None,
+    };
+    let outcome = run_boots(cfg, &host, opts.restore, api.as_ref().map(|a| &a.0));
+    if let Some((queue, server)) = api {
+        // Close the queue first: a request still waiting is answered, and the API thread that
+        // waits for it can then stop.
+        queue.drain_unavailable();
+        drop(server);
+    }
     // Close every image (flushing it and dropping its lock) before touching undo files.
     let undo_files: Vec<_> = host.drives.iter().filter_map(|d| d.undo.clone()).collect();
     let flushed = host.flush_drives();
@@ -155,12 +196,22 @@ pub fn run(cfg: &VmConfig) -> Result<Outcome, RunError> {
     Ok(outcome)
 }
 
-fn run_boots(cfg: &VmConfig, host: &HostResources) -> Result<Outcome, RunError> {
+fn run_boots(
+    cfg: &VmConfig,
+    host: &HostResources,
+    mut restore: Option<Restore>,
+    api: Option<&Arc<crate::live::ApiQueue>>,
+) -> Result<Outcome, RunError> {
     let mut boots = 0u64;
     loop {
         boots += 1;
-        let vm = Vm::build(cfg, host)?;
-        match vm.run()? {
+        let vm = match restore.take() {
+            Some(r) => Vm::restore(cfg, host, &r)?,
+            None => Vm::build(cfg, host)?,
+        };
+        match vm.run(api)? {
+            StopReason::Saved(p) => return Ok(Outcome::Saved(p)),
+            StopReason::PoweredOffByUser => return Ok(Outcome::PoweredOffByUser),
             StopReason::Device(VmRequest::PowerOff) => return Ok(Outcome::PowerOff),
             StopReason::Device(VmRequest::Reset) if cfg.no_reboot => return Ok(Outcome::Reboot),
             StopReason::Device(VmRequest::Reset) => {
@@ -191,17 +242,70 @@ impl HostResources {
 /// A built VM, ready to run.
 pub struct Vm {
     _kvm: Kvm,
-    _fd: Arc<VmFd>,
+    fd: Arc<VmFd>,
     mem: GuestMemoryMmap,
     io_bus: Arc<Bus>,
     mmio_bus: Arc<Bus>,
     control: Arc<Control>,
     machine: Machine,
     vcpus: Vec<VcpuFd>,
+    msrs: Arc<Vec<u32>>,
+    /// What this host's KVM offers (read before any vCPU exists).
+    supported_cpuid: kvm_bindings::CpuId,
+    /// The CPUID each vCPU was given.
+    cpuids: Vec<Vec<kvm_bindings::kvm_cpuid_entry2>>,
+    config: crate::snapshot::SavedConfig,
+    uptime_before: std::time::Duration,
+    /// The images the VM writes, for flushing and identifying them when saving.
+    disks: Vec<(Arc<dyn vhd::BlockDevice>, std::path::PathBuf)>,
+}
+
+/// The configuration as a saved state records it.
+pub fn saved_config(cfg: &VmConfig) -> crate::snapshot::SavedConfig {
+    let slots = crate::storage::assign_slots(&cfg.drives).unwrap_or_default();
+    crate::snapshot::SavedConfig {
+        memory: cfg.memory,
+        cpus: cfg.cpus,
+        name: cfg.name.clone(),
+        kernel: cfg.kernel.clone(),
+        initrd: cfg.initrd.clone(),
+        cmdline: cfg.cmdline.clone(),
+        serial: cfg.serial.to_string(),
+        serial2: cfg.serial2.to_string(),
+        lpt: cfg
+            .lpt
+            .as_ref()
+            .map(|crate::config::LptSpec::File(p)| p.clone()),
+        no_reboot: cfg.no_reboot,
+        drives: slots
+            .into_iter()
+            .map(|(slot, d)| crate::snapshot::SavedDrive {
+                slot: slot.to_string(),
+                kind: match d.kind {
+                    crate::storage::DriveKind::Disk => "disk".into(),
+                    crate::storage::DriveKind::Cdrom => "cdrom".into(),
+                },
+                path: d.path.clone(),
+                read_only: d.read_only,
+                undo: d.undo,
+                identity: Default::default(),
+            })
+            .collect(),
+        nics: cfg
+            .nics
+            .iter()
+            .zip(cfg.nic_macs())
+            .map(|(n, mac)| crate::snapshot::SavedNic {
+                mac: crate::nic::format_mac(&mac),
+                backend: n.backend.to_string(),
+                pcap: n.pcap.clone(),
+            })
+            .collect(),
+    }
 }
 
 /// Merges the memory map into contiguous spans backed by host memory (one KVM slot each).
-fn ram_spans(layout: &MemoryLayout) -> Vec<(u64, u64)> {
+pub fn ram_spans(layout: &MemoryLayout) -> Vec<(u64, u64)> {
     let mut spans: Vec<(u64, u64)> = Vec::new();
     for r in &layout.regions {
         debug_assert!(matches!(r.kind, RegionKind::Ram | RegionKind::Reserved));
@@ -214,7 +318,109 @@ fn ram_spans(layout: &MemoryLayout) -> Vec<(u64, u64)> {
 }
 
 impl Vm {
+    /// A fresh VM that boots `cfg`'s kernel.
     pub fn build(cfg: &VmConfig, host: &HostResources) -> Result<Self, VmError> {
+        let layout = MemoryLayout::new(cfg.memory)?;
+        let ranges: Vec<(GuestAddress, usize)> = ram_spans(&layout)
+            .into_iter()
+            .map(|(s, n)| (GuestAddress(s), n as usize))
+            .collect();
+        let mem = GuestMemoryMmap::from_ranges(&ranges)
+            .map_err(|e| VmError::Memory(format!("allocating {} bytes: {e}", cfg.memory)))?;
+        let vm = Self::create(cfg, host, mem)?;
+        let tables = firmware::acpi::build(&firmware::acpi::AcpiConfig {
+            cpus: cfg.cpus as u8,
+            layout: &layout,
+            lpt: cfg.lpt.is_some(),
+        })
+        .map_err(|e| boot::BootError::Acpi(e.to_string()))?;
+        vm.mem
+            .write_slice(&tables.bytes, GuestAddress(tables.base))
+            .map_err(|e| boot::BootError::Acpi(e.to_string()))?;
+
+        let e820 = arch::e820::entries(&layout);
+        let entry = boot::load(
+            &vm.mem,
+            &layout,
+            &cfg.kernel,
+            cfg.initrd.as_deref(),
+            &cfg.cmdline,
+            &e820,
+            tables.rsdp_addr,
+        )?;
+        for (i, vcpu) in vm.vcpus.iter().enumerate() {
+            setup_lapic(vcpu)?;
+            if i == 0 {
+                setup_boot_cpu(vcpu, &vm.mem, entry)?;
+            }
+        }
+        Ok(vm)
+    }
+
+    /// A VM continuing from a saved state.
+    pub fn restore(cfg: &VmConfig, host: &HostResources, r: &Restore) -> Result<Self, RunError> {
+        let t0 = std::time::Instant::now();
+        let st = &r.state;
+        let rerr = |e: String| RunError::Restore(format!("{}: {e}", st.path.display()));
+        let mem = st
+            .memory(r.mode)
+            .map_err(|e| RunError::Restore(e.to_string()))?;
+        let mut vm = Self::create(cfg, host, mem)?;
+        let missing = crate::snapshot::cpu::missing_features(
+            &st.machine.vcpus[0].cpuid,
+            vm.supported_cpuid.as_slice(),
+        );
+        if !missing.is_empty() {
+            let l1 = |v: &[kvm_bindings::kvm_cpuid_entry2]| {
+                v.iter()
+                    .filter(|e| e.function == 1)
+                    .map(|e| format!("{:x}/{:x}/{:x}", e.index, e.ecx, e.edx))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            log::debug!(
+                "CPUID leaf 1: saved {} host {}",
+                l1(&st.machine.vcpus[0].cpuid),
+                l1(vm.supported_cpuid.as_slice())
+            );
+            return Err(rerr(format!(
+                "the guest was saved on a CPU with features this host lacks: {}",
+                missing.join(", ")
+            )));
+        }
+        // The guest's clocks move on by the time the state spent on disk (wall clock right).
+        let elapsed = std::time::SystemTime::now()
+            .duration_since(st.saved_at())
+            .unwrap_or_default();
+        let elapsed_ns = elapsed.as_nanos() as u64;
+        st.machine
+            .kvm
+            .restore(&vm.fd, elapsed_ns)
+            .map_err(|e| rerr(e.to_string()))?;
+        for (i, (vcpu, state)) in vm.vcpus.iter().zip(&st.machine.vcpus).enumerate() {
+            let khz = state.tsc_khz.unwrap_or(0) as u128;
+            let ticks = (elapsed.as_nanos() * khz / 1_000_000) as u64;
+            state
+                .restore(vcpu, ticks)
+                .map_err(|e| rerr(format!("vCPU {i}: {e}")))?;
+        }
+        vm.machine.restore(&st.machine.devices).map_err(rerr)?;
+        vm.uptime_before = std::time::Duration::from_nanos(st.machine.uptime_ns);
+        log::info!(
+            "restored {} in {:.1} ms ({} memory; saved {:.1} s ago)",
+            st.path.display(),
+            t0.elapsed().as_secs_f64() * 1000.0,
+            match r.mode {
+                crate::snapshot::memory::RestoreMode::Map => "mapped",
+                crate::snapshot::memory::RestoreMode::Copy => "copied",
+            },
+            elapsed.as_secs_f64()
+        );
+        Ok(vm)
+    }
+
+    /// The KVM VM, memory slots, devices and vCPUs (with CPUID), but no CPU or memory contents.
+    fn create(cfg: &VmConfig, host: &HostResources, mem: GuestMemoryMmap) -> Result<Self, VmError> {
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         for (cap, name) in [
             (Cap::Irqchip, "the in-kernel irqchip"),
@@ -258,12 +464,6 @@ impl Vm {
         crate::irq::set_ioapic_id(&fd, cfg.cpus).map_err(kvm_err("setting the IOAPIC ID"))?;
 
         let layout = MemoryLayout::new(cfg.memory)?;
-        let ranges: Vec<(GuestAddress, usize)> = ram_spans(&layout)
-            .into_iter()
-            .map(|(s, n)| (GuestAddress(s), n as usize))
-            .collect();
-        let mem = GuestMemoryMmap::from_ranges(&ranges)
-            .map_err(|e| VmError::Memory(format!("allocating {} bytes: {e}", cfg.memory)))?;
         for (slot, region) in mem.iter().enumerate() {
             let host_addr = region
                 .get_host_address(MemoryRegionAddress(0))
@@ -295,27 +495,8 @@ impl Vm {
         })
         .map_err(VmError::Devices)?;
 
-        let tables = firmware::acpi::build(&firmware::acpi::AcpiConfig {
-            cpus: cfg.cpus as u8,
-            layout: &layout,
-            lpt: cfg.lpt.is_some(),
-        })
-        .map_err(|e| boot::BootError::Acpi(e.to_string()))?;
-        mem.write_slice(&tables.bytes, GuestAddress(tables.base))
-            .map_err(|e| boot::BootError::Acpi(e.to_string()))?;
-
-        let e820 = arch::e820::entries(&layout);
-        let entry = boot::load(
-            &mem,
-            &layout,
-            &cfg.kernel,
-            cfg.initrd.as_deref(),
-            &cfg.cmdline,
-            &e820,
-            tables.rsdp_addr,
-        )?;
-
         let mut vcpus = Vec::new();
+        let mut cpuids = Vec::new();
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("reading supported CPUID"))?;
@@ -326,28 +507,47 @@ impl Vm {
             let mut cpuid = supported.clone();
             arch::cpuid::configure(&mut cpuid, i, cfg.cpus);
             vcpu.set_cpuid2(&cpuid).map_err(kvm_err("setting CPUID"))?;
-            setup_lapic(&vcpu)?;
-            if i == 0 {
-                setup_boot_cpu(&vcpu, &mem, entry)?;
-            }
+            cpuids.push(cpuid.as_slice().to_vec());
             vcpus.push(vcpu);
         }
+        let msrs =
+            crate::snapshot::cpu::saveable_msrs(&kvm, &vcpus[0]).map_err(|e| VmError::Kvm {
+                what: "listing saveable MSRs",
+                err: e.err,
+            })?;
+        let disks = host
+            .drives
+            .iter()
+            .map(|d| {
+                (
+                    d.backend.clone(),
+                    d.undo.clone().unwrap_or(d.spec.path.clone()),
+                )
+            })
+            .collect();
 
         Ok(Self {
             _kvm: kvm,
-            _fd: fd,
+            fd,
             mem,
             io_bus,
             mmio_bus,
             control,
             machine,
             vcpus,
+            msrs: Arc::new(msrs),
+            supported_cpuid: supported,
+            cpuids,
+            config: saved_config(cfg),
+            uptime_before: std::time::Duration::ZERO,
+            disks,
         })
     }
 
-    /// Runs until the VM stops and says why.
-    pub fn run(mut self) -> Result<StopReason, VmError> {
+    /// Runs until the VM stops and says why; `api` requests are answered meanwhile.
+    pub fn run(mut self, api: Option<&Arc<crate::live::ApiQueue>>) -> Result<StopReason, VmError> {
         let stop = Arc::new(AtomicBool::new(false));
+        let run_state = Arc::new(crate::vcpu::RunState::new(self.vcpus.len()));
         let mut handles: Vec<VcpuHandle> = Vec::new();
         for (i, fd) in self.vcpus.drain(..).enumerate() {
             let ctx = VcpuContext {
@@ -358,11 +558,13 @@ impl Vm {
                 mem: self.mem.clone(),
                 control: self.control.clone(),
                 stop: stop.clone(),
+                run_state: run_state.clone(),
+                msrs: self.msrs.clone(),
             };
             match vcpu::spawn(ctx) {
                 Ok(h) => handles.push(h),
                 Err(e) => {
-                    stop_vcpus(&stop, &mut handles);
+                    stop_vcpus(&stop, &run_state, &mut handles);
                     return Err(VmError::Thread(e));
                 }
             }
@@ -371,11 +573,43 @@ impl Vm {
             .machine
             .subscribers(&self.control)
             .map_err(|e| VmError::EventLoop(e.to_string()));
-        let result = subscribers.and_then(|s| {
+        let result = subscribers.and_then(|mut s| {
+            if let Some(queue) = api {
+                let disks = self.disks.clone();
+                let live = crate::live::LiveVm {
+                    fd: self.fd.clone(),
+                    mem: self.mem.clone(),
+                    machine: self.machine.clone(),
+                    control: self.control.clone(),
+                    run_state: run_state.clone(),
+                    kickers: handles.iter().map(VcpuHandle::kicker).collect(),
+                    cpuids: self.cpuids.clone(),
+                    config: self.config.clone(),
+                    uptime_before: self.uptime_before,
+                    boot_started: std::time::Instant::now(),
+                    flush_disks: Box::new(move || {
+                        disks
+                            .iter()
+                            .map(|(dev, path)| {
+                                if !dev.read_only() {
+                                    dev.flush()
+                                        .map_err(|e| format!("flushing {}: {e}", path.display()))?;
+                                }
+                                crate::snapshot_disks::DiskIdentity::of(path)
+                                    .map_err(|e| format!("{}: {e}", path.display()))
+                            })
+                            .collect()
+                    }),
+                };
+                s.push(Arc::new(Mutex::new(crate::live::ApiBridge {
+                    queue: queue.clone(),
+                    live,
+                })));
+            }
             crate::event_loop::run_until_stopped(s, &self.control)
                 .map_err(|e| VmError::EventLoop(e.to_string()))
         });
-        stop_vcpus(&stop, &mut handles);
+        stop_vcpus(&stop, &run_state, &mut handles);
         self.machine.shutdown();
         // Devices that remap their BARs hold the bus; clearing it frees them (and closes the
         // disk images) now rather than never.
@@ -385,8 +619,9 @@ impl Vm {
     }
 }
 
-fn stop_vcpus(stop: &AtomicBool, handles: &mut [VcpuHandle]) {
+fn stop_vcpus(stop: &AtomicBool, run_state: &crate::vcpu::RunState, handles: &mut [VcpuHandle]) {
     stop.store(true, Ordering::Release);
+    run_state.wake_all();
     for h in handles.iter() {
         h.kick();
     }

@@ -21,7 +21,7 @@ use crate::dma::{DmaError, DmaMemory};
 use super::spec;
 
 /// One channel's bus master registers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BusMasterRegs {
     /// BMIC: start and direction.
     pub command: u8,

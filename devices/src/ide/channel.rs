@@ -31,7 +31,7 @@ use super::{spec, Chs, DriveIdentity, IdeDrive, IdeDriveKind, IdeStateError};
 
 /// The task file of one device: the 48-bit FIFO registers (current and previous contents),
 /// Device, Status and Error.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskFile {
     pub feature: u8,
     pub hob_feature: u8,
@@ -73,7 +73,7 @@ impl TaskFile {
 }
 
 /// Power management state (ATA-6 section 6.11).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PowerMode {
     Active,
     Idle,
@@ -84,7 +84,7 @@ pub enum PowerMode {
 
 /// Per-device settings the guest changes with SET FEATURES, SET MULTIPLE MODE and INITIALIZE
 /// DEVICE PARAMETERS.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceSettings {
     /// Sectors per DRQ block of READ/WRITE MULTIPLE; 0 disables those commands.
     pub multiple: u8,
@@ -103,7 +103,7 @@ pub struct DeviceSettings {
 }
 
 /// How a command addressed the medium (and so how its position is written back).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Addressing {
     Chs,
     Lba28,
@@ -112,7 +112,7 @@ pub enum Addressing {
 
 /// A READ(10)/READ(12)/READ CD the ATAPI transport splits into sub-commands of at most
 /// [`spec::ATAPI_CHUNK_BYTES`], so that no data phase needs one huge buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReadSplit {
     pub next_lba: u32,
     pub remaining_blocks: u32,
@@ -121,7 +121,7 @@ pub struct ReadSplit {
 }
 
 /// The command a device is executing, as plain data (saved with the state).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum IdeTransfer {
     Idle,
     /// PIO data-in of one buffer that ends the command (IDENTIFY).
@@ -203,7 +203,7 @@ impl IdeTransfer {
 }
 
 /// Saved state of one device position.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdeDeviceState {
     /// What the position held when saved (checked against the machine on restore).
     pub kind: Option<IdeDriveKind>,
@@ -217,7 +217,7 @@ pub struct IdeDeviceState {
 }
 
 /// Saved state of one channel.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdeChannelState {
     /// The DEV bit last written: 0 master, 1 slave.
     pub selected: u8,
@@ -862,14 +862,13 @@ impl IdeChannel {
         }
     }
 
+    /// Checks a saved state against this channel's drives without applying it: the drive kinds
+    /// must match, and every count, position and length a command in flight will use must be
+    /// one the command itself could have produced, so that nothing the guest does after the
+    /// restore can index out of range, overflow or allocate without bound.
     pub fn check_state(&self, s: &IdeChannelState) -> Result<(), IdeStateError> {
         for (i, (dev, saved)) in self.devices.iter().zip(&s.devices).enumerate() {
             let configured = dev.drive.as_ref().map(Drive::kind);
-            let bad = |detail| IdeStateError::Inconsistent {
-                channel: self.index,
-                device: i,
-                detail,
-            };
             if configured != saved.kind {
                 return Err(IdeStateError::DriveMismatch {
                     channel: self.index,
@@ -878,35 +877,11 @@ impl IdeChannel {
                     configured,
                 });
             }
-            if saved.buffer_pos > saved.buffer.len() {
-                return Err(bad("buffer position past the buffer"));
-            }
-            let fits = match (&saved.transfer, saved.kind) {
-                (IdeTransfer::Idle | IdeTransfer::PioInLast, _) => true,
-                (
-                    IdeTransfer::AtaReadPio { .. }
-                    | IdeTransfer::AtaWritePio { .. }
-                    | IdeTransfer::AtaDma { .. },
-                    Some(IdeDriveKind::Disk),
-                ) => true,
-                (IdeTransfer::PacketCdb { .. }, Some(IdeDriveKind::Atapi)) => true,
-                (
-                    IdeTransfer::AtapiIn {
-                        chunk, chunk_pos, ..
-                    },
-                    Some(IdeDriveKind::Atapi),
-                ) => chunk_pos <= &chunk.len(),
-                (
-                    IdeTransfer::AtapiOut {
-                        length, collected, ..
-                    },
-                    Some(IdeDriveKind::Atapi),
-                ) => collected.len() <= *length,
-                _ => false,
-            };
-            if !fits {
-                return Err(bad("transfer does not fit the drive"));
-            }
+            check_device_state(dev, saved).map_err(|detail| IdeStateError::Inconsistent {
+                channel: self.index,
+                device: i,
+                detail,
+            })?;
         }
         Ok(())
     }
@@ -916,6 +891,7 @@ impl IdeChannel {
         self.selected = usize::from(s.selected & 1);
         self.control = s.device_control;
         self.bm = s.bus_master;
+        self.bm.command &= spec::BMIC_WRITABLE;
         self.bm.prd_table &= spec::BMIDTP_MASK;
         for (dev, saved) in self.devices.iter_mut().zip(&s.devices) {
             dev.tf = saved.task_file;
@@ -929,4 +905,140 @@ impl IdeChannel {
             self.devices[self.selected].intrq && self.control & spec::CONTROL_NIEN == 0;
         self.irq.set_level(self.irq_level);
     }
+}
+
+/// The checks of [`IdeChannel::check_state`] for one position whose drive kind matches; the
+/// error says what is out of range.
+fn check_device_state(dev: &IdeDevice, saved: &IdeDeviceState) -> Result<(), &'static str> {
+    const SECTOR: usize = spec::SECTOR_SIZE;
+    /// The most sectors one ATA command transfers (a 48-bit count of 0).
+    const MAX_SECTORS: u32 = 0x1_0000;
+    if saved.buffer_pos > saved.buffer.len() {
+        return Err("buffer position past the buffer");
+    }
+    let multiple = saved.settings.multiple;
+    if multiple > spec::MAX_MULTIPLE || !(multiple == 0 || multiple.is_power_of_two()) {
+        return Err("multiple count");
+    }
+    // A disk command's range must lie on the disk (which also keeps every LBA sum in range).
+    let on_disk = |lba: u64, count: u32| {
+        dev.disk().is_some_and(|d| {
+            lba.checked_add(u64::from(count))
+                .is_some_and(|e| e <= d.sectors)
+        })
+    };
+    let read_only = dev.disk().is_some_and(|d| d.read_only);
+    let block_ok = |block: u32| (1..=u32::from(spec::MAX_MULTIPLE)).contains(&block);
+    match (&saved.transfer, saved.kind) {
+        (IdeTransfer::Idle | IdeTransfer::PioInLast, _) => {}
+        (
+            &IdeTransfer::AtaReadPio {
+                next_lba,
+                remaining,
+                block,
+                ..
+            },
+            Some(IdeDriveKind::Disk),
+        ) => {
+            if !block_ok(block) || remaining > MAX_SECTORS {
+                return Err("PIO read block or count");
+            }
+            if !on_disk(next_lba, remaining) {
+                return Err("PIO read range past the end of the disk");
+            }
+            if saved.buffer.len() > block as usize * SECTOR {
+                return Err("PIO read buffer larger than its block");
+            }
+        }
+        (
+            &IdeTransfer::AtaWritePio {
+                lba,
+                remaining,
+                block,
+                ..
+            },
+            Some(IdeDriveKind::Disk),
+        ) => {
+            if read_only {
+                return Err("PIO write to a read-only disk");
+            }
+            if !block_ok(block) || remaining == 0 || remaining > MAX_SECTORS {
+                return Err("PIO write block or count");
+            }
+            if !on_disk(lba, remaining) {
+                return Err("PIO write range past the end of the disk");
+            }
+            let len = saved.buffer.len();
+            if len == 0
+                || !len.is_multiple_of(SECTOR)
+                || len / SECTOR > block.min(remaining) as usize
+            {
+                return Err("PIO write buffer does not fit its block");
+            }
+        }
+        (
+            &IdeTransfer::AtaDma {
+                write, lba, count, ..
+            },
+            Some(IdeDriveKind::Disk),
+        ) => {
+            if write && read_only {
+                return Err("DMA write to a read-only disk");
+            }
+            if count == 0 || count > MAX_SECTORS {
+                return Err("DMA sector count");
+            }
+            if !on_disk(lba, count) {
+                return Err("DMA range past the end of the disk");
+            }
+        }
+        (IdeTransfer::PacketCdb { .. }, Some(IdeDriveKind::Atapi)) => {
+            if saved.buffer.len() != spec::CDB_LEN {
+                return Err("command packet buffer length");
+            }
+        }
+        (
+            IdeTransfer::AtapiIn {
+                chunk,
+                chunk_pos,
+                split,
+                ..
+            },
+            Some(IdeDriveKind::Atapi),
+        ) => {
+            if *chunk_pos > chunk.len() {
+                return Err("ATAPI data position past its chunk");
+            }
+            if chunk.len() > spec::ATAPI_MAX_UNSPLIT {
+                return Err("ATAPI data chunk length");
+            }
+            if let Some(r) = split {
+                let block = r.block_size as usize;
+                let chunk_bytes = block.saturating_mul(r.chunk_blocks as usize);
+                if block == 0
+                    || r.chunk_blocks == 0
+                    || r.remaining_blocks == 0
+                    || chunk_bytes > spec::ATAPI_CHUNK_BYTES.max(block)
+                    || block > spec::ATAPI_MAX_UNSPLIT
+                {
+                    return Err("ATAPI split read");
+                }
+            }
+        }
+        (
+            IdeTransfer::AtapiOut {
+                length, collected, ..
+            },
+            Some(IdeDriveKind::Atapi),
+        ) => {
+            if *length > spec::ATAPI_MAX_UNSPLIT {
+                return Err("ATAPI data-out length");
+            }
+            if collected.len() + saved.buffer.len() > *length {
+                return Err("ATAPI data-out collected past its length");
+            }
+        }
+        _ => return Err("transfer does not fit the drive"),
+    }
+    Ok(())
 }

@@ -62,7 +62,7 @@ pub use channel::{
 use channel::IdeChannel;
 
 /// A CHS translation: cylinders, heads (1-16) and sectors per track (1-63).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Chs {
     pub cylinders: u16,
     pub heads: u8,
@@ -176,7 +176,7 @@ impl IdeDrive {
 pub type IdeDrives = [[Option<IdeDrive>; 2]; 2];
 
 /// What kind of drive a position holds, for checking saved state against the configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum IdeDriveKind {
     Disk,
     Atapi,
@@ -215,8 +215,9 @@ pub enum IdeStateError {
 
 /// Saved state of [`Piix4Ide`]: configuration space and both channels, commands in flight
 /// included (PIO buffers, pending DMA, ATAPI data not yet read).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Piix4IdeState {
+    #[serde(with = "serde_big_array::BigArray")]
     pub config: [u8; pci::CONFIG_SPACE_SIZE],
     pub channels: [IdeChannelState; 2],
 }

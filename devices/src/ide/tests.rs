@@ -11,6 +11,7 @@ use super::*;
 use crate::bus::testing::FakeIrq;
 use crate::dma::testing::FakeRam;
 use crate::scsi::{Direction, Plan, ScsiTarget, Sense};
+use crate::testing::cbor_round_trip;
 
 // ---- Fakes ----------------------------------------------------------------------------------------
 
@@ -1806,6 +1807,228 @@ fn state_round_trips_with_a_pio_read_in_flight() {
         q.ide.lock().unwrap().restore(&bad),
         Err(IdeStateError::Inconsistent { .. })
     ));
+}
+
+/// A disk at ide0:0 and a CD at ide1:0, the same on every call (the CD target keeps no state
+/// the transport relies on).
+fn disk_and_cd(disk: &Arc<MemDisk>) -> IdeDrives {
+    [
+        [Some(IdeDrive::disk(disk.clone())), None],
+        [Some(IdeDrive::cdrom(FakeCd::new(100))), None],
+    ]
+}
+
+/// Bytes of the first ATAPI DRQ block the guest had read when the state was taken.
+const READ_BEFORE_SAVE: usize = 2000;
+
+/// ide0:0 has a READ DMA of sectors 5-8 waiting for the bus master (programmed, not started);
+/// ide1:0 is in the data phase of a 40-block READ(10) by PIO, split into 64 KiB pieces, with
+/// `READ_BEFORE_SAVE` bytes of its first 32 KiB DRQ block read. Returns the bytes read.
+fn commands_in_flight(r: &Rig) -> Vec<u8> {
+    r.put_prds(0x1000, &[(0x2000, 4 * 512, true)]);
+    r.bm_setup(0, 0x1000, true);
+    r.lba28(0, 0, 5, 4);
+    r.command(0, CMD_READ_DMA);
+    assert_eq!(r.alt_status(0), STATUS_DRDY | STATUS_DSC | STATUS_DRQ);
+    r.packet(1, &[0x28, 0, 0, 0, 0, 3, 0, 0, 40, 0], false, 0x8000);
+    assert_eq!(r.byte_count(1), 0x8000);
+    r.read_words(1, READ_BEFORE_SAVE / 2)
+}
+
+#[test]
+fn state_round_trips_through_cbor_with_dma_and_atapi_in_flight() {
+    let disk = MemDisk::new(64, false);
+    let r = rig(disk_and_cd(&disk));
+    let first = commands_in_flight(&r);
+    let s = r.ide.lock().unwrap().state();
+    assert!(matches!(
+        s.channels[0].devices[0].transfer,
+        IdeTransfer::AtaDma { .. }
+    ));
+    assert!(matches!(
+        s.channels[1].devices[0].transfer,
+        IdeTransfer::AtapiIn { split: Some(_), .. }
+    ));
+    assert_eq!(s.channels[1].devices[0].buffer_pos, READ_BEFORE_SAVE);
+
+    // The VMM restores guest RAM (here: the PRD table) alongside the devices.
+    let q = rig(disk_and_cd(&disk));
+    q.fill_ram(0, &r.ram(0, RAM_SIZE));
+    q.ide.lock().unwrap().restore(&cbor_round_trip(&s)).unwrap();
+    assert_eq!(q.ide.lock().unwrap().state(), s);
+    for ch in 0..2 {
+        assert_eq!(q.irq[ch].is_high(), r.irq[ch].is_high(), "channel {ch}");
+        assert_eq!(q.alt_status(ch), r.alt_status(ch), "channel {ch}");
+        assert_eq!(q.bmis(ch), r.bmis(ch), "channel {ch}");
+        assert_eq!(
+            q.inl(q.bm(ch, BMIDTP)),
+            r.inl(r.bm(ch, BMIDTP)),
+            "channel {ch}"
+        );
+    }
+
+    // Starting the bus master finishes the DMA read the same way on both.
+    for m in [&r, &q] {
+        m.bm_start(0, true);
+        assert!(m.irq[0].is_high());
+        assert_eq!(m.bmis(0) & 7, BMIS_INTERRUPT);
+        m.bm_stop(0);
+        assert_eq!(m.status(0), STATUS_DRDY | STATUS_DSC);
+        assert_eq!(m.lba28_regs(0), 8);
+        for i in 0..4 {
+            assert_eq!(m.ram(0x2000 + i * 512, 512), disk.sector(5 + i as u64));
+        }
+    }
+
+    // The CD read continues mid-block and delivers the same data on both.
+    let mut rest = [Vec::new(), Vec::new()];
+    for (m, out) in [&r, &q].into_iter().zip(&mut rest) {
+        out.extend(m.read_words(1, (0x8000 - READ_BEFORE_SAVE) / 2));
+        let (more, blocks) = m.atapi_pio_in(1);
+        assert_eq!(blocks, vec![0x8000, 0x4000]);
+        out.extend(more);
+        assert_eq!(m.status(1), STATUS_DRDY | STATUS_DSC);
+    }
+    assert_eq!(rest[0], rest[1]);
+    let mut all = first;
+    all.extend(&rest[1]);
+    let want: Vec<u8> = (3..43).flat_map(FakeCd::block).collect();
+    assert_eq!(all, want);
+    assert_eq!(q.ide.lock().unwrap().state(), r.ide.lock().unwrap().state());
+}
+
+#[test]
+fn restore_refuses_transfers_no_command_could_have_left() {
+    let disk = MemDisk::new(64, false);
+    let r = rig(disk_and_cd(&disk));
+    commands_in_flight(&r);
+    let good = r.ide.lock().unwrap().state();
+    let q = rig(disk_and_cd(&disk));
+    let before = q.ide.lock().unwrap().state();
+    fn split(s: &mut Piix4IdeState) -> &mut ReadSplit {
+        match &mut s.channels[1].devices[0].transfer {
+            IdeTransfer::AtapiIn { split: Some(r), .. } => r,
+            _ => unreachable!("the CD read is split"),
+        }
+    }
+    type Mutation = Box<dyn Fn(&mut Piix4IdeState)>;
+    let cases: Vec<(usize, &str, Mutation)> = vec![
+        (
+            0,
+            "DMA range past the end of the disk",
+            Box::new(|s| {
+                s.channels[0].devices[0].transfer = IdeTransfer::AtaDma {
+                    write: false,
+                    lba: u64::MAX,
+                    count: 2,
+                    addressing: Addressing::Lba48,
+                }
+            }),
+        ),
+        (
+            0,
+            "DMA sector count",
+            Box::new(|s| {
+                s.channels[0].devices[0].transfer = IdeTransfer::AtaDma {
+                    write: true,
+                    lba: 0,
+                    count: 0,
+                    addressing: Addressing::Lba28,
+                }
+            }),
+        ),
+        (
+            0,
+            "PIO write buffer does not fit its block",
+            Box::new(|s| {
+                s.channels[0].devices[0].transfer = IdeTransfer::AtaWritePio {
+                    lba: 0,
+                    remaining: 1,
+                    block: 1,
+                    addressing: Addressing::Lba28,
+                };
+                s.channels[0].devices[0].buffer = vec![0; 1024];
+            }),
+        ),
+        (
+            0,
+            "PIO read block or count",
+            Box::new(|s| {
+                s.channels[0].devices[0].transfer = IdeTransfer::AtaReadPio {
+                    next_lba: 0,
+                    remaining: 4,
+                    block: u32::MAX,
+                    addressing: Addressing::Lba28,
+                }
+            }),
+        ),
+        (
+            0,
+            "multiple count",
+            Box::new(|s| s.channels[0].devices[0].settings.multiple = 3),
+        ),
+        (
+            1,
+            "command packet buffer length",
+            Box::new(|s| {
+                s.channels[1].devices[0].transfer = IdeTransfer::PacketCdb {
+                    dma: false,
+                    byte_count_limit: 0,
+                };
+                s.channels[1].devices[0].buffer = vec![0; 4];
+                s.channels[1].devices[0].buffer_pos = 0;
+            }),
+        ),
+        (
+            1,
+            "ATAPI split read",
+            Box::new(|s| split(s).chunk_blocks = 0),
+        ),
+        (
+            1,
+            "ATAPI data-out length",
+            Box::new(|s| {
+                s.channels[1].devices[0].transfer = IdeTransfer::AtapiOut {
+                    cdb: [0; CDB_LEN],
+                    dma: true,
+                    byte_count_limit: 0,
+                    length: usize::MAX,
+                    collected: Vec::new(),
+                };
+            }),
+        ),
+    ];
+    for (channel, detail, mutate) in cases {
+        let mut bad = good.clone();
+        mutate(&mut bad);
+        assert_eq!(
+            q.ide.lock().unwrap().restore(&cbor_round_trip(&bad)),
+            Err(IdeStateError::Inconsistent {
+                channel,
+                device: 0,
+                detail
+            })
+        );
+        assert_eq!(q.ide.lock().unwrap().state(), before, "{detail}");
+    }
+    // A write to a read-only disk cannot be in flight either.
+    let ro = MemDisk::new(64, true);
+    let w = rig(disk_and_cd(&ro));
+    let mut bad = good.clone();
+    bad.channels[0].devices[0].transfer = IdeTransfer::AtaDma {
+        write: true,
+        lba: 0,
+        count: 1,
+        addressing: Addressing::Lba28,
+    };
+    assert_eq!(
+        w.ide.lock().unwrap().restore(&bad),
+        Err(IdeStateError::Inconsistent {
+            channel: 0,
+            device: 0,
+            detail: "DMA write to a read-only disk"
+        })
+    );
 }
 
 #[test]

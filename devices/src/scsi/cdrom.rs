@@ -92,7 +92,7 @@ struct Events {
 
 /// The guest-visible state of a [`ScsiCdrom`], for snapshots. The medium itself is not part of
 /// it: the VMM reopens the same image (or none, as `medium_loaded` says) before restoring.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ScsiCdromState {
     /// Sense data of the last command.
     pub sense: Sense,
@@ -1136,6 +1136,7 @@ impl_scsi_target!(ScsiCdrom);
 mod tests {
     use super::*;
     use crate::scsi::testing::{clear_power_on, command, hammer, request_sense, MemDisk, ZeroDisk};
+    use crate::testing::cbor_round_trip;
 
     /// A CD image of `blocks` 2048-byte blocks; every byte of block `n` is `n as u8`.
     fn image(blocks: usize) -> Arc<MemDisk> {
@@ -1941,5 +1942,29 @@ mod tests {
         );
         drop(c);
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn state_round_trips_through_cbor() {
+        // The guest locked the tray, then the host swapped the disc behind its back: a NOT
+        // READY, a unit attention and two media events are still to be reported.
+        let mut c = cd();
+        assert!(run(&mut c, &prevent(true)).is_ok());
+        c.insert(image(30));
+        let state = c.state();
+        assert!(state.swap_not_ready && state.locked && state.event_new_media);
+        // The VMM reopens the same image before restoring.
+        let mut other = ScsiCdrom::new(Some(image(30)));
+        other.restore(&cbor_round_trip(&state));
+        assert_eq!(other.state(), state);
+        for d in [&mut c, &mut other] {
+            assert_eq!(run(d, &read10(0, 1)), Err(Sense::MEDIUM_NOT_PRESENT));
+            assert_eq!(run(d, &TUR), Err(Sense::MEDIUM_CHANGED));
+            assert_eq!(media_event(d), (3, 0x02));
+            assert_eq!(media_event(d), (2, 0x02));
+            assert_eq!(d.eject(), Err(Sense::NOT_READY_REMOVAL_PREVENTED));
+            assert_eq!(run(d, &read10(29, 1)), Ok(blocks_of(29, 1)));
+        }
+        assert_eq!(other.state(), c.state());
     }
 }

@@ -47,7 +47,7 @@ pub struct ScsiDisk {
 
 /// The guest-visible state of a [`ScsiDisk`], for snapshots. The backing disk is not part of
 /// it: the VMM reattaches the same image before restoring.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ScsiDiskState {
     /// Sense data of the last command.
     pub sense: Sense,
@@ -453,6 +453,7 @@ mod tests {
 
     use super::*;
     use crate::scsi::testing::{clear_power_on, command, hammer, request_sense, MemDisk, ZeroDisk};
+    use crate::testing::cbor_round_trip;
 
     const SECTORS: u64 = 300;
 
@@ -997,5 +998,34 @@ mod tests {
         other.reset();
         assert!(!other.state().prevent_removal);
         assert_eq!(run(&mut other, &[0; 6]), Err(Sense::POWER_ON_RESET));
+    }
+
+    #[test]
+    fn state_round_trips_through_cbor() {
+        // Write-through caching, removal prevented, and the sense of a failed command pending.
+        let (mut d, mem) = disk();
+        let mut list = vec![0u8, 0, 0, 0, 0x08, 0x12];
+        list.resize(24, 0);
+        let cdb = [op::MODE_SELECT_6, 0x10, 0, 0, list.len() as u8, 0];
+        assert!(command(&mut d, &cdb, &list).is_ok());
+        assert!(run(&mut d, &[op::PREVENT_ALLOW_MEDIUM_REMOVAL, 0, 0, 0, 1, 0]).is_ok());
+        assert_eq!(
+            run(&mut d, &read10(SECTORS as u32, 1)),
+            Err(Sense::LBA_OUT_OF_RANGE)
+        );
+        let state = d.state();
+        let mut other = ScsiDisk::new(mem.clone(), Identity::virtual_disk());
+        other.restore(&cbor_round_trip(&state));
+        assert_eq!(other.state(), state);
+        assert_eq!(request_sense(&mut other), request_sense(&mut d));
+        // Both write through: every write is flushed.
+        for t in [&mut d, &mut other] {
+            let flushes = mem.flushes.load(Ordering::Relaxed);
+            assert!(command(t, &write10(3, 1, false), &[9u8; 512]).is_ok());
+            assert_eq!(mem.flushes.load(Ordering::Relaxed), flushes + 1);
+            let r = run(t, &[op::MODE_SENSE_6, 0x08, 0x08, 0, 255, 0]).unwrap();
+            assert_eq!(r[4 + 2] & 0x04, 0);
+        }
+        assert_eq!(other.state(), d.state());
     }
 }

@@ -89,7 +89,7 @@ pub const STATUS_GOOD: u8 = 0x00;
 pub const STATUS_CHECK_CONDITION: u8 = 0x02;
 
 /// Fixed-format sense: key, additional sense code and qualifier.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Sense {
     pub key: u8,
     pub asc: u8,

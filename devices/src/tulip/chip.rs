@@ -25,7 +25,7 @@ use super::{FrameSink, RxNotify, TulipStateError};
 
 /// Saved state of the CSR block and what is behind it (the PCI function adds its configuration
 /// space).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TulipCoreState {
     pub csr0: u32,
     pub csr3: u32,
@@ -651,10 +651,13 @@ impl TulipCore {
         self.fatal = s.fatal;
         self.rx_waiting = false;
         let now = self.clock.now();
+        if [GPT_UNIT_10MBPS_NS, GPT_UNIT_100MBPS_NS].contains(&s.gpt_unit_ns) {
+            // Kept while the timer is stopped too, so that the state reads back as saved.
+            self.gpt_unit_ns = s.gpt_unit_ns;
+        }
         if s.gpt_remaining_ns == 0 {
             self.gpt_deadline = None;
         } else {
-            self.gpt_unit_ns = s.gpt_unit_ns;
             self.gpt_period = Duration::from_nanos(
                 u64::from(self.csr11 & CSR11_VALUE_MASK).max(1) * self.gpt_unit_ns,
             );

@@ -73,7 +73,7 @@ pub fn hash_index(addr: &[u8; ETH_ALEN]) -> usize {
 }
 
 /// Saved state of the filter.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FilterState {
     /// FT1:FT0 of the last setup frame (0 perfect, 1 hash, 2 inverse, 3 hash-only).
     pub mode: u8,

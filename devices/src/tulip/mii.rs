@@ -144,7 +144,7 @@ const COMMAND_BITS: u8 = 12;
 const DATA_BITS: u8 = 18;
 
 /// Saved state of the PHY and of the management interface.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MiiState {
     pub bmcr: u16,
     pub anar: u16,

@@ -114,8 +114,9 @@ pub enum TulipStateError {
 /// Saved state of [`Tulip`]: configuration space and the chip (CSRs, process states and list
 /// positions, the address filter, the serial ROM and PHY with their bit-bang state, the timer).
 /// No frame is ever in flight inside the card, so none is saved.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TulipState {
+    #[serde(with = "serde_big_array::BigArray")]
     pub config: [u8; pci::CONFIG_SPACE_SIZE],
     pub core: TulipCoreState,
 }

@@ -120,8 +120,9 @@ impl Phase {
 }
 
 /// Saved state of the ROM: its words and where a bit-banged command stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SromState {
+    #[serde(with = "serde_big_array::BigArray")]
     pub words: [u16; SROM_WORDS],
     /// Chip select and clock as last driven.
     pub cs: bool,

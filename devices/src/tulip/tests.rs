@@ -15,6 +15,7 @@ use crate::bus::{Bus, BusDevice, SharedDevice};
 use crate::dma::testing::FakeRam;
 use crate::pci::spec as pci;
 use crate::rtc::Clock;
+use crate::testing::cbor_round_trip;
 
 // ---- Fakes and the harness -------------------------------------------------------------------------
 
@@ -1622,8 +1623,11 @@ fn phy_link_changes_latch_low() {
 
 // ---- Saved state -------------------------------------------------------------------------------------------
 
-#[test]
-fn state_round_trips_mid_operation() {
+/// A card mid-operation: the filter loaded with a multicast address, a frame received (the
+/// receive list at its second descriptor), a half-sent TX frame (second segment still host-owned),
+/// CSR7 enabled, the general-purpose timer 5 ms into a continuous 100-unit period, a serial ROM
+/// read of word 10 stopped right after its command, and the latency timer set.
+fn mid_operation() -> Harness {
     let mut h = filtering_harness();
     h.setup_perfect(TX_RING, &[MCAST]);
     // A frame received, the receive list at its second descriptor.
@@ -1646,6 +1650,25 @@ fn state_round_trips_mid_operation() {
         h.set_csr(CSR9, EE_ENB | d | EE_SHIFT_CLK);
     }
     h.set_cfg(0x0c, 0x0000_4008);
+    h
+}
+
+/// Clocks out the rest of the serial ROM read [`mid_operation`] left pending.
+fn finish_srom_read(h: &Harness) -> u16 {
+    let mut v = 0u16;
+    h.set_csr(CSR9, EE_ENB);
+    for _ in 0..16 {
+        h.set_csr(CSR9, EE_ENB | EE_SHIFT_CLK);
+        v = v << 1 | u16::from(h.csr(CSR9) & EE_DATA_READ != 0);
+        h.set_csr(CSR9, EE_ENB);
+    }
+    h.set_csr(CSR9, EE_ENB & !EE_CS);
+    v
+}
+
+#[test]
+fn state_round_trips_mid_operation() {
+    let h = mid_operation();
     let s = h.tulip.state();
 
     // The VMM restores guest memory alongside.
@@ -1663,19 +1686,8 @@ fn state_round_trips_mid_operation() {
         Some(Duration::from_nanos(100 * 204_800 - 5_000_000))
     );
     // Both finish the SROM read the same way.
-    let finish = |h: &Harness| {
-        let mut v = 0u16;
-        h.set_csr(CSR9, EE_ENB);
-        for _ in 0..16 {
-            h.set_csr(CSR9, EE_ENB | EE_SHIFT_CLK);
-            v = v << 1 | u16::from(h.csr(CSR9) & EE_DATA_READ != 0);
-            h.set_csr(CSR9, EE_ENB);
-        }
-        h.set_csr(CSR9, EE_ENB & !EE_CS);
-        v
-    };
-    let word10 = finish(&h);
-    assert_eq!(finish(&g), word10);
+    let word10 = finish_srom_read(&h);
+    assert_eq!(finish_srom_read(&g), word10);
     assert_eq!(read_eeprom(&g, 10, 6) as u16, word10);
     // The filter and the lists came along.
     for (dest, want) in [(MCAST, RxOutcome::Delivered), (OTHER, RxOutcome::Filtered)] {
@@ -1687,6 +1699,66 @@ fn state_round_trips_mid_operation() {
     assert_eq!(g.sent(), vec![frame(OTHER, 200)]);
     // The restored MDIO interface works.
     assert_eq!(mdio_read(&g, 1, 2), 0x2000);
+}
+
+#[test]
+fn state_round_trips_through_cbor() {
+    let mut h = mid_operation();
+    // Automatic transmit polling while the transmit process is suspended comes along too.
+    h.set_csr(CSR0, 0x01a0_8000 | 1 << CSR0_TAP_SHIFT);
+    let s = h.tulip.state();
+    assert_eq!(s.core.tx_state, TS_SUSPENDED);
+
+    // The VMM restores guest memory alongside.
+    let mut g = filtering_harness();
+    *g.ram.0.lock().unwrap() = h.ram.0.lock().unwrap().clone();
+    g.tulip.restore(&cbor_round_trip(&s)).unwrap();
+    assert_eq!(g.tulip.state(), s);
+    assert_eq!(g.tulip.mapped_at(), h.tulip.mapped_at());
+    for n in [0, 3, 4, 5, 6, 7, 8, 9, 11, 12, 15] {
+        assert_eq!(g.csr(n), h.csr(n), "CSR{n}");
+    }
+    for off in (0..0x100).step_by(4) {
+        assert_eq!(g.cfg(off), h.cfg(off), "config offset {off:#x}");
+    }
+    assert_eq!(g.irq.is_high(), h.irq.is_high());
+    assert_eq!(finish_srom_read(&g), finish_srom_read(&h));
+    // The same frames are received into the same descriptors and buffers.
+    for dest in [MCAST, OTHER, MAC, BROADCAST] {
+        let f = frame(dest, 100);
+        assert_eq!(g.receive(&f), h.receive(&f), "{dest:02x?}");
+    }
+    assert_eq!(
+        g.core.lock().unwrap().rx_current,
+        h.core.lock().unwrap().rx_current
+    );
+    // The guest hands over the second TX segment; the automatic poll sends the frame on both.
+    for m in [&g, &h] {
+        m.poke(TX_RING + 32, &DES0_OWN.to_le_bytes());
+        let d = m.timer.armed.lock().unwrap().expect("timer armed");
+        m.clock.advance(d);
+        m.core.lock().unwrap().timer_expired();
+        assert_eq!(m.sent(), vec![frame(OTHER, 200)]);
+    }
+    assert_eq!(*g.ram.0.lock().unwrap(), *h.ram.0.lock().unwrap());
+    assert_eq!(g.csr(CSR5), h.csr(CSR5));
+    assert_eq!(g.irq.is_high(), h.irq.is_high());
+}
+
+#[test]
+fn a_stopped_timer_keeps_its_unit_across_a_restore() {
+    let h = harness();
+    h.set_csr(CSR6, CSR6_PS);
+    h.set_csr(CSR11, 10);
+    h.set_csr(CSR11, 0);
+    let s = h.tulip.state();
+    assert_eq!(
+        (s.core.gpt_remaining_ns, s.core.gpt_unit_ns),
+        (0, GPT_UNIT_100MBPS_NS)
+    );
+    let mut g = harness();
+    g.tulip.restore(&cbor_round_trip(&s)).unwrap();
+    assert_eq!(g.tulip.state(), s);
 }
 
 #[test]

@@ -1,0 +1,397 @@
+//! Save state and the control API with a small guest on the local KVM: a guest counting on the
+//! serial port is saved and restored several times (mapped and copied memory) and its count
+//! goes on without a gap or a repeat; pause and resume through the API (and `kettle ctl`);
+//! damaged, foreign and newer saved-state files are refused with the reason.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kettle_tests::guest;
+use kettle_tests::nested::kettle_binary;
+
+/// Counts from 0, one 8-digit hex number per line on COM1, forever.
+const COUNTER: &str = r#"
+main:
+    xor %ebx, %ebx
+1:  mov %ebx, %eax
+    call puthex32
+    mov $'\n', %al
+    call putc
+    inc %ebx
+    jmp 1b
+"#;
+
+/// A kettle process killed if the test fails.
+struct Vm {
+    child: Option<Child>,
+    api: PathBuf,
+    serial: PathBuf,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Vm {
+    fn start(dir: &Path, tag: &str, args: &[&str]) -> Vm {
+        let api = dir.join(format!("{tag}.api"));
+        let serial = dir.join(format!("{tag}.serial"));
+        let child = Command::new(kettle_binary())
+            .arg("run")
+            .args(args)
+            .arg("--serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("--api-socket")
+            .arg(&api)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting kettle");
+        let vm = Vm {
+            child: Some(child),
+            api,
+            serial,
+        };
+        let t = Instant::now();
+        while !vm.api.exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "no API socket after 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        vm
+    }
+
+    fn lines(&self) -> usize {
+        std::fs::read_to_string(&self.serial)
+            .unwrap_or_default()
+            .matches('\n')
+            .count()
+    }
+
+    fn wait_lines(&self, n: usize) {
+        let t = Instant::now();
+        while self.lines() < n {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "the guest printed {} lines in 60 s",
+                self.lines()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn request(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        http(&self.api, method, path, body)
+    }
+
+    /// Waits for kettle to exit; returns its status and stderr.
+    fn wait(mut self) -> (Option<i32>, String) {
+        let mut child = self.child.take().unwrap();
+        let t = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                return (st.code(), err);
+            }
+            if t.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("kettle did not exit within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// One HTTP/1.1 request over the unix socket; returns status and body.
+fn http(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = UnixStream::connect(sock).expect("connecting to the API socket");
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad response {resp:?}"));
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kettle-state-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Checks that the concatenated outputs count 0, 1, 2, ... with no gap or repeat; returns the
+/// last complete value.
+fn check_count(outputs: &[PathBuf]) -> u32 {
+    let mut all = String::new();
+    for o in outputs {
+        all.push_str(&std::fs::read_to_string(o).unwrap());
+    }
+    // The last line may be cut short by the save: only complete lines count.
+    let complete = &all[..all.rfind('\n').map_or(0, |i| i + 1)];
+    let mut expect = 0u32;
+    for line in complete.split_terminator('\n') {
+        let v = u32::from_str_radix(line, 16)
+            .unwrap_or_else(|_| panic!("line {line:?} is not a count (after {expect})"));
+        assert_eq!(
+            v,
+            expect,
+            "the count jumped from {} to {v}",
+            expect.wrapping_sub(1)
+        );
+        expect += 1;
+    }
+    expect - 1
+}
+
+#[test]
+fn a_counting_guest_is_saved_and_restored_again_and_again_without_gaps() {
+    let dir = scratch("count");
+    let elf = guest::build("state_counter", COUNTER);
+    let kernel = elf.display().to_string();
+    let vm = Vm::start(&dir, "run0", &["--kernel", &kernel, "--memory", "64M"]);
+    vm.wait_lines(200);
+    let state = dir.join("s0.kvs");
+    let (code, body) = vm.request(
+        "PUT",
+        "/v1/save-state",
+        &format!(r#"{{"path": "{}"}}"#, state.display()),
+    );
+    assert_eq!(code, 200, "save-state: {body}");
+    assert!(body.contains("\"bytes\""), "{body}");
+    let mut outputs = vec![vm.serial.clone()];
+    let (code, err) = vm.wait();
+    assert_eq!(code, Some(0), "kettle after save: {err}");
+    assert!(err.contains("saved to"), "{err}");
+    assert!(!dir.join("s0.kvs.tmp").exists());
+    let mut last = check_count(&outputs);
+
+    // Restore and save again, several times, alternating the memory modes; each restore
+    // continues from the file just written.
+    let mut from = state;
+    for (i, mode) in ["map", "copy", "map"].iter().enumerate() {
+        let tag = format!("run{}", i + 1);
+        let vm = Vm::start(
+            &dir,
+            &tag,
+            &["--restore", from.to_str().unwrap(), "--restore-mode", mode],
+        );
+        vm.wait_lines(100);
+        let (code, body) = vm.request("GET", "/v1/status", "");
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("\"running\""), "{body}");
+        let next = dir.join(format!("s{}.kvs", i + 1));
+        let (code, body) = vm.request(
+            "PUT",
+            "/v1/save-state",
+            &format!(r#"{{"path": "{}"}}"#, next.display()),
+        );
+        assert_eq!(code, 200, "save-state after restore {i}: {body}");
+        outputs.push(vm.serial.clone());
+        let (code, err) = vm.wait();
+        assert_eq!(code, Some(0), "restore {i} ({mode}): {err}");
+        let now = check_count(&outputs);
+        assert!(now > last + 50, "restore {i}: count {last} -> {now}");
+        last = now;
+        from = next;
+    }
+    // A restore that keeps running after a save with "resume": true.
+    let vm = Vm::start(&dir, "run9", &["--restore", from.to_str().unwrap()]);
+    vm.wait_lines(50);
+    let keep = dir.join("keep.kvs");
+    let (code, body) = vm.request(
+        "PUT",
+        "/v1/save-state",
+        &format!(r#"{{"path": "{}", "resume": true}}"#, keep.display()),
+    );
+    assert_eq!(code, 200, "{body}");
+    let before = vm.lines();
+    vm.wait_lines(before + 50);
+    let (code, body) = vm.request("PUT", "/v1/power-off", "");
+    assert_eq!(code, 200, "{body}");
+    outputs.push(vm.serial.clone());
+    let (code, err) = vm.wait();
+    assert_eq!(code, Some(0), "{err}");
+    check_count(&outputs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn pause_and_resume_through_the_api_and_kettle_ctl() {
+    let dir = scratch("pause");
+    let elf = guest::build("state_pause", COUNTER);
+    let vm = Vm::start(
+        &dir,
+        "p",
+        &["--kernel", elf.to_str().unwrap(), "--memory", "32M"],
+    );
+    vm.wait_lines(50);
+    let (code, body) = vm.request("PUT", "/v1/pause", "");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = vm.request("PUT", "/v1/pause", "");
+    assert_eq!(code, 409, "pausing twice: {body}");
+    assert!(body.contains("already paused"), "{body}");
+    let (_, body) = vm.request("GET", "/v1/status", "");
+    assert!(body.contains("\"paused\""), "{body}");
+    let a = std::fs::metadata(&vm.serial).unwrap().len();
+    std::thread::sleep(Duration::from_millis(500));
+    let b = std::fs::metadata(&vm.serial).unwrap().len();
+    assert_eq!(a, b, "the guest wrote while paused");
+    // kettle ctl wraps the same calls.
+    let ctl = Command::new(kettle_binary())
+        .arg("ctl")
+        .arg(&vm.api)
+        .arg("resume")
+        .output()
+        .unwrap();
+    assert!(
+        ctl.status.success(),
+        "kettle ctl resume: {}",
+        String::from_utf8_lossy(&ctl.stderr)
+    );
+    vm.wait_lines((b / 9) as usize + 50);
+    let ctl = Command::new(kettle_binary())
+        .arg("ctl")
+        .arg(&vm.api)
+        .arg("resume")
+        .output()
+        .unwrap();
+    assert!(!ctl.status.success());
+    let msg = String::from_utf8_lossy(&ctl.stderr);
+    assert!(msg.contains("not paused"), "{msg}");
+    let (code, body) = vm.request("PUT", "/v1/nics/0/link", r#"{"up": false}"#);
+    assert_eq!(code, 404, "no NIC: {body}");
+    let (code, _) = vm.request("PUT", "/v1/power-off", "");
+    assert_eq!(code, 200);
+    let (code, err) = vm.wait();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("powered off through the control API"), "{err}");
+    check_count(std::slice::from_ref(&vm_serial(&dir, "p")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn vm_serial(dir: &Path, tag: &str) -> PathBuf {
+    dir.join(format!("{tag}.serial"))
+}
+
+/// Runs `kettle run --restore FILE`, which must fail; returns stderr.
+fn refused(file: &Path) -> String {
+    let out = Command::new(kettle_binary())
+        .args(["run", "--restore"])
+        .arg(file)
+        .args(["--serial", "none"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "restoring {} did not fail",
+        file.display()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn damaged_foreign_and_newer_states_are_refused_with_the_reason() {
+    let dir = scratch("damaged");
+    let elf = guest::build("state_damaged", COUNTER);
+    let vm = Vm::start(
+        &dir,
+        "d",
+        &["--kernel", elf.to_str().unwrap(), "--memory", "32M"],
+    );
+    vm.wait_lines(20);
+    let good = dir.join("good.kvs");
+    let (code, body) = vm.request(
+        "PUT",
+        "/v1/save-state",
+        &format!(r#"{{"path": "{}"}}"#, good.display()),
+    );
+    assert_eq!(code, 200, "{body}");
+    vm.wait();
+    let bytes = std::fs::read(&good).unwrap();
+    let write = |name: &str, b: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, b).unwrap();
+        p
+    };
+    let e = refused(&write("trunc.kvs", &bytes[..bytes.len() - 100]));
+    assert!(e.contains("truncated"), "{e}");
+    let e = refused(&write("short.kvs", &bytes[..1000]));
+    assert!(e.contains("truncated"), "{e}");
+    let e = refused(&write(
+        "foreign.kvs",
+        b"this is not a saved state at all, just text\n",
+    ));
+    assert!(e.contains("not a kettle saved state"), "{e}");
+    let mut newer = bytes.clone();
+    newer[8] = 99;
+    let e = refused(&write("newer.kvs", &newer));
+    assert!(e.contains("newer"), "{e}");
+    // A flipped byte in the machine section (the last one) and in the header.
+    let mut flipped = bytes.clone();
+    let n = flipped.len();
+    flipped[n - 10] ^= 0x40;
+    let e = refused(&write("flip.kvs", &flipped));
+    assert!(e.contains("checksum of its machine state section"), "{e}");
+    let mut flipped = bytes.clone();
+    flipped[20] ^= 1;
+    let e = refused(&write("fliphdr.kvs", &flipped));
+    assert!(e.contains("checksum of its header"), "{e}");
+    let e = refused(&dir.join("missing.kvs"));
+    assert!(e.contains("missing.kvs"), "{e}");
+    // A damaged page of guest memory is found when memory is copied (checked).
+    let mut mem = bytes.clone();
+    let at = 4096 * 3 + 17;
+    mem[at] ^= 0xff;
+    let p = write("mem.kvs", &mem);
+    let out = Command::new(kettle_binary())
+        .args(["run", "--restore"])
+        .arg(&p)
+        .args(["--restore-mode", "copy", "--serial", "none"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(e.contains("guest memory"), "{e}");
+    // Flags that contradict the state.
+    let out = Command::new(kettle_binary())
+        .args(["run", "--restore"])
+        .arg(&good)
+        .args(["--memory", "64M", "--serial", "none"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("memory size is fixed by the state"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
