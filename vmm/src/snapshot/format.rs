@@ -17,7 +17,7 @@
 //! ```
 //!
 //! The header and the small sections are always checked; the memory section's checksum is
-//! checked when memory is copied (`--restore-mode copy`) and by `kettle state check`, not on a
+//! checked when memory is copied (`--restore-mode copy`), not on a
 //! lazy (mapped) restore, which must not read the whole file.
 
 use std::io::{self, Read, Seek, SeekFrom, Write};

@@ -280,7 +280,7 @@ impl LoadedState {
         Ok(())
     }
 
-    /// Reads all of memory once to check its checksum (`kettle state check`).
+    /// Reads all of memory once to check its checksum.
     pub fn verify_memory(&self) -> Result<(), StateError> {
         let (_, crc) = memory::copy_memory(&self.file, &self.machine.memory).map_err(|e| {
             StateError::Invalid {
