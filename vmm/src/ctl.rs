@@ -47,7 +47,7 @@ pub struct CtlArgs {
 pub enum CtlAction {
     /// Show the VM's state (running or paused), uptime and configuration, as JSON.
     Status,
-    /// Pause the VM: its vCPUs stop, its clocks stand still.
+    /// Pause the VM: its vCPUs stop until it is resumed.
     Pause,
     /// Resume a paused VM.
     Resume,
