@@ -95,6 +95,15 @@ impl Vm {
         http(&self.api, method, path, body)
     }
 
+    /// PUT /v1/save-state to `file`.
+    fn save(&self, file: &Path, resume: bool) -> (u16, String) {
+        self.request(
+            "PUT",
+            "/v1/save-state",
+            &format!(r#"{{"path": "{}", "resume": {resume}}}"#, file.display()),
+        )
+    }
+
     /// Waits for kettle to exit; returns its status and stderr.
     fn wait(mut self) -> (Option<i32>, String) {
         let mut child = self.child.take().unwrap();
@@ -179,11 +188,7 @@ fn a_counting_guest_is_saved_and_restored_again_and_again_without_gaps() {
     let vm = Vm::start(&dir, "run0", &["--kernel", &kernel, "--memory", "64M"]);
     vm.wait_lines(200);
     let state = dir.join("s0.kvs");
-    let (code, body) = vm.request(
-        "PUT",
-        "/v1/save-state",
-        &format!(r#"{{"path": "{}"}}"#, state.display()),
-    );
+    let (code, body) = vm.save(&state, false);
     assert_eq!(code, 200, "save-state: {body}");
     assert!(body.contains("\"bytes\""), "{body}");
     let mut outputs = vec![vm.serial.clone()];
@@ -208,11 +213,7 @@ fn a_counting_guest_is_saved_and_restored_again_and_again_without_gaps() {
         assert_eq!(code, 200, "{body}");
         assert!(body.contains("\"running\""), "{body}");
         let next = dir.join(format!("s{}.kvs", i + 1));
-        let (code, body) = vm.request(
-            "PUT",
-            "/v1/save-state",
-            &format!(r#"{{"path": "{}"}}"#, next.display()),
-        );
+        let (code, body) = vm.save(&next, false);
         assert_eq!(code, 200, "save-state after restore {i}: {body}");
         outputs.push(vm.serial.clone());
         let (code, err) = vm.wait();
@@ -226,11 +227,7 @@ fn a_counting_guest_is_saved_and_restored_again_and_again_without_gaps() {
     let vm = Vm::start(&dir, "run9", &["--restore", from.to_str().unwrap()]);
     vm.wait_lines(50);
     let keep = dir.join("keep.kvs");
-    let (code, body) = vm.request(
-        "PUT",
-        "/v1/save-state",
-        &format!(r#"{{"path": "{}", "resume": true}}"#, keep.display()),
-    );
+    let (code, body) = vm.save(&keep, true);
     assert_eq!(code, 200, "{body}");
     let before = vm.lines();
     vm.wait_lines(before + 50);
@@ -330,11 +327,7 @@ fn damaged_foreign_and_newer_states_are_refused_with_the_reason() {
     );
     vm.wait_lines(20);
     let good = dir.join("good.kvs");
-    let (code, body) = vm.request(
-        "PUT",
-        "/v1/save-state",
-        &format!(r#"{{"path": "{}"}}"#, good.display()),
-    );
+    let (code, body) = vm.save(&good, false);
     assert_eq!(code, 200, "{body}");
     vm.wait();
     let bytes = std::fs::read(&good).unwrap();

@@ -518,7 +518,7 @@ struct Head {
 
 /// Where the blank line ending the head is: `(head_len, head_len + terminator_len)`. Looks
 /// from `from` on (bytes before it were searched already, up to a terminator's length).
-fn find_head_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+pub(crate) fn find_head_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
     let mut i = from.min(buf.len());
     while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
         let nl = i + off;

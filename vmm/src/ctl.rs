@@ -336,7 +336,7 @@ pub(crate) fn request(
 /// Splits an HTTP/1.1 answer into status and body, skipping interim (1xx) answers.
 fn parse_response(mut raw: &[u8]) -> Result<(u16, &[u8]), String> {
     loop {
-        let (head_end, body_start) = find_blank_line(raw)
+        let (head_end, body_start) = crate::api::find_head_end(raw, 0)
             .ok_or_else(|| "the answer ended inside its headers".to_string())?;
         let head = std::str::from_utf8(&raw[..head_end])
             .map_err(|_| "the answer's headers are not UTF-8".to_string())?;
@@ -380,23 +380,6 @@ fn parse_response(mut raw: &[u8]) -> Result<(u16, &[u8]), String> {
             None => Ok((status, rest)),
         };
     }
-}
-
-/// Where the blank line after the headers is: `(head_len, body_start)`.
-fn find_blank_line(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
-        let nl = i + off;
-        let rest = &buf[nl + 1..];
-        if rest.starts_with(b"\n") {
-            return Some((nl, nl + 2));
-        }
-        if rest.starts_with(b"\r\n") {
-            return Some((nl, nl + 3));
-        }
-        i = nl + 1;
-    }
-    None
 }
 
 #[cfg(test)]
