@@ -412,6 +412,29 @@ impl LogLimit {
 }
 
 /// The MAC as 12 lowercase hex digits (hub socket names).
+/// Ethernet's minimum frame length without the FCS: a wire pads shorter frames to it.
+const ETH_MIN_FRAME: usize = 60;
+
+/// `frame` without the padding after its IPv4 or IPv6 packet when it is a minimum-size frame
+/// (the packet's own length field says where it ends); any other frame comes back whole.
+pub(crate) fn strip_eth_padding(frame: &[u8]) -> &[u8] {
+    if frame.len() > ETH_MIN_FRAME || frame.len() < 14 {
+        return frame;
+    }
+    let l3 = &frame[14..];
+    let be16 = |i: usize| usize::from(u16::from_be_bytes([l3[i], l3[i + 1]]));
+    let (len, min) = match u16::from_be_bytes([frame[12], frame[13]]) {
+        0x0800 if l3.len() >= 20 => (be16(2), 20),
+        0x86dd if l3.len() >= 40 => (40 + be16(4), 40),
+        _ => return frame,
+    };
+    if len >= min && len < l3.len() {
+        &frame[..14 + len]
+    } else {
+        frame
+    }
+}
+
 pub(crate) fn mac_hex(mac: &[u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -656,6 +679,41 @@ mod tests {
         assert!(e.contains("nonzero port"), "{e}");
         let e = err("udp:127.0.0.1:5000@0.0.0.0:5001");
         assert!(e.contains("peer address 0.0.0.0:5001"), "{e}");
+    }
+
+    #[test]
+    fn padding_is_stripped_from_short_ip_frames_only() {
+        let frame = |ethertype: u16, l3: &[u8], total: usize| {
+            let mut f = vec![0u8; 12];
+            f.extend_from_slice(&ethertype.to_be_bytes());
+            f.extend_from_slice(l3);
+            f.resize(total.max(f.len()), 0);
+            f
+        };
+        // A bare TCP ACK over IPv4: 14 + 40 bytes, padded to 60.
+        let mut v4 = [0u8; 40];
+        v4[0] = 0x45;
+        v4[2..4].copy_from_slice(&40u16.to_be_bytes());
+        assert_eq!(strip_eth_padding(&frame(0x0800, &v4, 60)).len(), 54);
+        // Unpadded, or longer than a minimum frame: unchanged.
+        assert_eq!(strip_eth_padding(&frame(0x0800, &v4, 54)).len(), 54);
+        let mut big = [0u8; 100];
+        big[2..4].copy_from_slice(&40u16.to_be_bytes());
+        assert_eq!(strip_eth_padding(&frame(0x0800, &big, 0)).len(), 114);
+        // IPv6 with 4 bytes of payload: 14 + 40 + 4, padded to 60.
+        let mut v6 = [0u8; 44];
+        v6[0] = 0x60;
+        v6[4..6].copy_from_slice(&4u16.to_be_bytes());
+        assert_eq!(strip_eth_padding(&frame(0x86dd, &v6, 60)).len(), 58);
+        // Nonsense lengths (shorter than the header, longer than the frame), ARP, runts: whole.
+        let mut bad = v4;
+        bad[2..4].copy_from_slice(&8u16.to_be_bytes());
+        assert_eq!(strip_eth_padding(&frame(0x0800, &bad, 60)).len(), 60);
+        bad[2..4].copy_from_slice(&200u16.to_be_bytes());
+        assert_eq!(strip_eth_padding(&frame(0x0800, &bad, 60)).len(), 60);
+        assert_eq!(strip_eth_padding(&frame(0x0806, &[0u8; 28], 60)).len(), 60);
+        assert_eq!(strip_eth_padding(&[0u8; 10]).len(), 10);
+        assert_eq!(strip_eth_padding(&frame(0x0800, &[0x45; 10], 0)).len(), 24);
     }
 
     #[test]
