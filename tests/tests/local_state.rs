@@ -388,3 +388,146 @@ fn damaged_foreign_and_newer_states_are_refused_with_the_reason() {
     assert!(e.contains("memory size is fixed by the state"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The saved-state fixtures: files written by released kettle formats, each with the serial
+/// output its guest had printed when it was saved (tests/fixtures/state/README.md says how
+/// each was made). Every later kettle must restore them.
+const FIXTURES: &[&str] = &["counter-format1"];
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/state")
+}
+
+/// `KETTLE_WRITE_STATE_FIXTURE=NAME` makes fixture NAME with this kettle (the counting guest,
+/// 16 MiB, saved after 200 lines): for a new format, add it to [`FIXTURES`] and keep the old ones.
+fn write_fixture_if_asked() {
+    let Ok(name) = std::env::var("KETTLE_WRITE_STATE_FIXTURE") else {
+        return;
+    };
+    let dir = scratch("fixture-new");
+    let elf = guest::build("state_fixture", COUNTER);
+    let vm = Vm::start(
+        &dir,
+        "fixture",
+        &["--kernel", elf.to_str().unwrap(), "--memory", "16M"],
+    );
+    vm.wait_lines(200);
+    let state = dir.join(format!("{name}.kvs"));
+    std::fs::create_dir_all(fixture_dir()).unwrap();
+    let (code, body) = vm.save(&state, false);
+    assert_eq!(code, 200, "{body}");
+    let serial = vm.serial.clone();
+    let (code, err) = vm.wait();
+    assert_eq!(code, Some(0), "{err}");
+    std::fs::copy(serial, fixture_dir().join(format!("{name}.serial"))).unwrap();
+    // Kept compressed: the memory section is mostly holes, which git would store in full.
+    let gz = fixture_dir().join(format!("{name}.kvs.gz"));
+    let out = std::fs::File::create(&gz).unwrap();
+    let st = Command::new("gzip")
+        .arg("-9c")
+        .arg(&state)
+        .stdout(out)
+        .status()
+        .expect("running gzip");
+    assert!(st.success());
+    eprintln!("wrote fixture {}", gz.display());
+}
+
+/// Fixture `name`'s state file, decompressed into `dir`.
+fn unpack_fixture(name: &str, dir: &Path) -> PathBuf {
+    let gz = fixture_dir().join(format!("{name}.kvs.gz"));
+    assert!(gz.is_file(), "missing fixture {}", gz.display());
+    let state = dir.join(format!("{name}.kvs"));
+    let out = std::fs::File::create(&state).unwrap();
+    let st = Command::new("gzip")
+        .arg("-dc")
+        .arg(&gz)
+        .stdout(out)
+        .status()
+        .expect("running gzip (Debian package gzip)");
+    assert!(st.success(), "gzip -dc {} failed", gz.display());
+    state
+}
+
+#[test]
+fn saved_states_of_every_released_format_still_restore() {
+    write_fixture_if_asked();
+    let dir = scratch("fixtures");
+    for name in FIXTURES {
+        let state = unpack_fixture(name, &dir);
+        let before = fixture_dir().join(format!("{name}.serial"));
+        for mode in ["copy", "map"] {
+            let tag = format!("{name}-{mode}");
+            let child = Command::new(kettle_binary())
+                .arg("run")
+                .arg("--restore")
+                .arg(&state)
+                .args(["--restore-mode", mode])
+                .arg("--serial")
+                .arg(format!(
+                    "file:{}",
+                    dir.join(format!("{tag}.serial")).display()
+                ))
+                .arg("--api-socket")
+                .arg(dir.join(format!("{tag}.api")))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("starting kettle");
+            let mut vm = Vm {
+                child: Some(child),
+                api: dir.join(format!("{tag}.api")),
+                serial: dir.join(format!("{tag}.serial")),
+            };
+            // Either the API comes up (the state restored) or kettle exits with a reason.
+            let t = Instant::now();
+            let restored = loop {
+                if vm.api.exists() {
+                    break true;
+                }
+                let child = vm.child.as_mut().unwrap();
+                if let Some(st) = child.try_wait().unwrap() {
+                    let mut err = String::new();
+                    child
+                        .stderr
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut err)
+                        .unwrap();
+                    vm.child = None;
+                    assert!(
+                        err.contains("features this host lacks"),
+                        "{name} ({mode}): kettle exited ({st}) instead of restoring:\n{err}"
+                    );
+                    // The file was read through (header, configuration, machine state) before
+                    // the CPU check: the format is still understood. Running it needs a CPU
+                    // like the one it was saved on.
+                    eprintln!(
+                        "WARNING: {name} ({mode}) was read but cannot RUN on this CPU: {err}"
+                    );
+                    break false;
+                }
+                assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "no API socket after 20 s"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if !restored {
+                continue;
+            }
+            vm.wait_lines(100);
+            let (code, body) = vm.request("PUT", "/v1/power-off", "");
+            assert_eq!(code, 200, "{body}");
+            let serial = vm.serial.clone();
+            let (code, err) = vm.wait();
+            assert_eq!(code, Some(0), "{name} ({mode}): {err}");
+            // The count goes on from where the fixture's guest was saved.
+            let saved = check_count(&[before.clone()]);
+            let last = check_count(&[before.clone(), serial]);
+            assert!(last > saved + 50, "{name} ({mode}): {saved} -> {last}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

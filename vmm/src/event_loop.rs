@@ -3,16 +3,54 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::console::{ConsoleBackend, ConsoleEvent};
 use crate::control::{Control, StopReason};
 use crate::timer::TimerFd;
 
 pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+/// Holds the devices' event-loop work while the VM is paused: device timers do not fire into
+/// the guest, received frames wait in their backends and console input waits in kettle, so a
+/// paused VM's devices stay as they were (the control API's pause). Opening the gate wakes every
+/// gated subscriber through its own eventfd, and the held work runs then.
+#[derive(Default)]
+pub struct DeviceGate {
+    closed: AtomicBool,
+    wakers: Mutex<Vec<Arc<EventFd>>>,
+}
+
+impl DeviceGate {
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Holds device work from now on.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Lets device work run again and wakes every gated subscriber.
+    pub fn open(&self) {
+        self.closed.store(false, Ordering::Release);
+        for w in self.wakers.lock().unwrap().iter() {
+            let _ = w.write(1);
+        }
+    }
+
+    /// A new eventfd that [`DeviceGate::open`] writes to.
+    pub fn waker(&self) -> std::io::Result<Arc<EventFd>> {
+        let w = Arc::new(EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?);
+        self.wakers.lock().unwrap().push(w.clone());
+        Ok(w)
+    }
+}
 
 /// Where console input goes: a UART's receive side.
 pub trait InputSink: Send {
@@ -29,6 +67,8 @@ pub struct ConsoleInput {
     pending: VecDeque<u8>,
     retry: Arc<TimerFd>,
     watched: Vec<RawFd>,
+    gate: Arc<DeviceGate>,
+    woken: Arc<EventFd>,
 }
 
 /// Stop reading the host side while this much input waits for the guest.
@@ -40,6 +80,7 @@ impl ConsoleInput {
         backend: Arc<Mutex<ConsoleBackend>>,
         sink: Arc<Mutex<dyn InputSink>>,
         control: Arc<Control>,
+        gate: Arc<DeviceGate>,
     ) -> std::io::Result<Self> {
         Ok(Self {
             backend,
@@ -48,11 +89,15 @@ impl ConsoleInput {
             pending: VecDeque::new(),
             retry: TimerFd::new()?,
             watched: Vec::new(),
+            woken: gate.waker()?,
+            gate,
         })
     }
 
+    /// Hands pending input to the UART; while the gate is closed it waits (the gate's waker
+    /// brings it back).
     fn flush(&mut self) {
-        while !self.pending.is_empty() {
+        while !self.pending.is_empty() && !self.gate.is_closed() {
             let (a, _) = self.pending.as_slices();
             let n = self.sink.lock().unwrap().push(a);
             if n == 0 {
@@ -60,7 +105,7 @@ impl ConsoleInput {
             }
             self.pending.drain(..n);
         }
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() && !self.gate.is_closed() {
             self.retry.set(Some(RETRY));
         }
     }
@@ -84,13 +129,18 @@ impl ConsoleInput {
 impl MutEventSubscriber for ConsoleInput {
     fn init(&mut self, ops: &mut EventOps) {
         let _ = ops.add(Events::new(&*self.retry, EventSet::IN));
+        let _ = ops.add(Events::new(&*self.woken, EventSet::IN));
         self.rewatch(ops);
     }
 
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         let fd = events.fd();
-        if fd == self.retry.as_raw_fd() {
-            self.retry.consume();
+        if fd == self.retry.as_raw_fd() || fd == self.woken.as_raw_fd() {
+            if fd == self.woken.as_raw_fd() {
+                let _ = self.woken.read();
+            } else {
+                self.retry.consume();
+            }
             let was_full = self.pending.len() >= PENDING_LIMIT;
             self.flush();
             if was_full && self.pending.len() < PENDING_LIMIT {
@@ -118,25 +168,42 @@ impl MutEventSubscriber for ConsoleInput {
     }
 }
 
-/// Calls a device's expiry handler when its timerfd fires.
+/// Calls a device's expiry handler when its timerfd fires; an expiry while the gate is closed
+/// is kept and handled when it opens (once: the devices re-arm from the current time).
 pub struct TimerWatch<F: FnMut() + Send> {
     timer: Arc<TimerFd>,
     on_expiry: F,
+    gate: Arc<DeviceGate>,
+    woken: Arc<EventFd>,
+    held: bool,
 }
 
 impl<F: FnMut() + Send> TimerWatch<F> {
-    pub fn new(timer: Arc<TimerFd>, on_expiry: F) -> Self {
-        Self { timer, on_expiry }
+    pub fn new(timer: Arc<TimerFd>, gate: Arc<DeviceGate>, on_expiry: F) -> std::io::Result<Self> {
+        Ok(Self {
+            timer,
+            on_expiry,
+            woken: gate.waker()?,
+            gate,
+            held: false,
+        })
     }
 }
 
 impl<F: FnMut() + Send> MutEventSubscriber for TimerWatch<F> {
     fn init(&mut self, ops: &mut EventOps) {
         let _ = ops.add(Events::new(&*self.timer, EventSet::IN));
+        let _ = ops.add(Events::new(&*self.woken, EventSet::IN));
     }
 
-    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
-        if self.timer.consume() {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        if events.fd() == self.woken.as_raw_fd() {
+            let _ = self.woken.read();
+        } else if self.timer.consume() {
+            self.held = true;
+        }
+        if self.held && !self.gate.is_closed() {
+            self.held = false;
             (self.on_expiry)();
         }
     }
@@ -169,5 +236,59 @@ pub fn run_until_stopped(
             Err(event_manager::Error::Epoll(e)) if e.errno() == libc::EINTR => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Runs the loop for about `ms` milliseconds.
+    fn spin(em: &mut EventManager<Subscriber>, ms: u64) {
+        let end = std::time::Instant::now() + Duration::from_millis(ms);
+        while std::time::Instant::now() < end {
+            let _ = em.run_with_timeout(5);
+        }
+    }
+
+    #[test]
+    fn a_timer_that_fires_while_the_gate_is_closed_is_handled_once_when_it_opens() {
+        let gate = Arc::new(DeviceGate::default());
+        let timer = TimerFd::new().unwrap();
+        let fired = Arc::new(AtomicUsize::new(0));
+        let f = fired.clone();
+        let watch = TimerWatch::new(timer.clone(), gate.clone(), move || {
+            f.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        let mut em: EventManager<Subscriber> = EventManager::new().unwrap();
+        em.add_subscriber(Arc::new(Mutex::new(watch)));
+
+        // Open: the expiry is handled at once.
+        timer.set(Some(Duration::from_millis(1)));
+        spin(&mut em, 30);
+        assert_eq!(fired.load(Ordering::SeqCst), 1);
+
+        // Closed: the expiry waits; it stays one even if the timer fires again meanwhile.
+        gate.close();
+        timer.set(Some(Duration::from_millis(1)));
+        spin(&mut em, 30);
+        timer.set(Some(Duration::from_millis(1)));
+        spin(&mut em, 30);
+        assert_eq!(
+            fired.load(Ordering::SeqCst),
+            1,
+            "a device timer fired while paused"
+        );
+        gate.open();
+        spin(&mut em, 30);
+        assert_eq!(fired.load(Ordering::SeqCst), 2);
+
+        // Opening again with nothing held handles nothing.
+        gate.close();
+        gate.open();
+        spin(&mut em, 30);
+        assert_eq!(fired.load(Ordering::SeqCst), 2);
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use kvm_ioctls::VmFd;
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::api::{ApiError, VmApi};
@@ -144,10 +144,21 @@ impl LiveVm {
         self.uptime_before + self.boot_started.elapsed()
     }
 
+    /// Stops the vCPUs and holds the devices' timers, received frames and console input.
     fn pause(&self) -> Result<(), ApiError> {
+        self.machine.gate.close();
         self.run_state
             .pause(&self.kickers, PAUSE_TIMEOUT)
-            .map_err(|e| ApiError::internal(format!("pausing: {e}")))
+            .map_err(|e| {
+                self.machine.gate.open();
+                ApiError::internal(format!("pausing: {e}"))
+            })
+    }
+
+    /// Lets the vCPUs and the held device work run again.
+    fn resume(&self) {
+        self.machine.gate.open();
+        self.run_state.resume();
     }
 
     /// Saves the VM (pausing it if it runs); leaves it paused.
@@ -179,13 +190,27 @@ impl LiveVm {
             memory_crc: 0,
             uptime_ns: self.uptime().as_nanos() as u64,
         };
+        // Large guests take seconds: say how far the memory is, at most once a second.
+        let total: u64 = self.mem.iter().map(|r| r.len()).sum();
+        let mut last_report = Instant::now();
+        let mut progress = |done: u64| {
+            if last_report.elapsed() >= Duration::from_secs(1) && done < total {
+                last_report = Instant::now();
+                log::info!(
+                    "saving to {}: {} of {} MiB of memory written",
+                    path.display(),
+                    done >> 20,
+                    total >> 20
+                );
+            }
+        };
         let bytes = crate::snapshot::write_state(
             path,
             &config,
             machine,
             &self.mem,
             SystemTime::now(),
-            &mut |_| {},
+            &mut progress,
         )
         .map_err(|e| ApiError::internal(e.to_string()))?;
         let millis = t0.elapsed().as_secs_f64() * 1000.0;
@@ -220,7 +245,7 @@ impl LiveVm {
                 if !self.run_state.is_paused() {
                     return Err(ApiError::conflict("the VM is not paused"));
                 }
-                self.run_state.resume();
+                self.resume();
                 ok()
             }
             Request::Save { path, resume } => {
@@ -228,7 +253,7 @@ impl LiveVm {
                 let r = self.save(&path);
                 match (&r, resume) {
                     (Ok(_), false) => self.control.stop(StopReason::Saved(path)),
-                    _ if !was_paused => self.run_state.resume(),
+                    _ if !was_paused => self.resume(),
                     _ => {}
                 }
                 r

@@ -20,7 +20,7 @@ use devices::{Bus, Irq, SharedDevice, VmControl};
 use kvm_ioctls::VmFd;
 
 use crate::control::Control;
-use crate::event_loop::{ConsoleInput, InputSink, Subscriber, TimerWatch};
+use crate::event_loop::{ConsoleInput, DeviceGate, InputSink, Subscriber, TimerWatch};
 use crate::irq::{KvmIrq, SharedLevelIrq};
 use crate::nic::{BackendSink, NetRx, RxReady};
 use crate::storage::DriveKind;
@@ -83,6 +83,8 @@ pub struct Machine {
     consoles: [Arc<Mutex<crate::console::ConsoleBackend>>; 2],
     cmos: Arc<Mutex<Option<devices::rtc::RtcState>>>,
     pub nics: Vec<NicParts>,
+    /// Holds device timers, received frames and console input while the VM is paused.
+    pub gate: Arc<DeviceGate>,
 }
 
 /// Every device's guest-visible state, for a saved state. New fields get `#[serde(default)]`;
@@ -314,6 +316,7 @@ impl Machine {
             consoles: h.host.serial.clone(),
             cmos: h.host.cmos.clone(),
             nics,
+            gate: Arc::new(DeviceGate::default()),
         })
     }
 
@@ -326,24 +329,28 @@ impl Machine {
                 console.clone(),
                 sink,
                 control.clone(),
+                self.gate.clone(),
             )?)));
         }
         let rtc = self.rtc.clone();
         v.push(Arc::new(Mutex::new(TimerWatch::new(
             self.rtc_timer.clone(),
+            self.gate.clone(),
             move || rtc.lock().unwrap().timer_expired(),
-        ))));
+        )?)));
         for nic in &self.nics {
             v.push(Arc::new(Mutex::new(NetRx::new(
                 nic.core.clone(),
                 nic.backend.clone(),
                 nic.ready.clone(),
+                self.gate.clone(),
             )?)));
             let core = nic.core.clone();
             v.push(Arc::new(Mutex::new(TimerWatch::new(
                 nic.timer.clone(),
+                self.gate.clone(),
                 move || core.lock().unwrap().timer_expired(),
-            ))));
+            )?)));
         }
         Ok(v)
     }

@@ -15,6 +15,7 @@ use devices::tulip::{FrameSink, RxNotify, RxOutcome, TulipCore};
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::event_loop::DeviceGate;
 use crate::net::{BackendSpec, NetBackend, MAX_FRAME};
 use crate::timer::TimerFd;
 
@@ -178,6 +179,9 @@ pub struct NetRx {
     /// Whether the backend's fd is in the epoll set.
     watching: bool,
     dead: bool,
+    /// While closed (the VM is paused) frames stay in the backend.
+    gate: Arc<DeviceGate>,
+    woken: Arc<EventFd>,
 }
 
 impl NetRx {
@@ -185,8 +189,11 @@ impl NetRx {
         core: Arc<Mutex<TulipCore>>,
         backend: Arc<dyn NetBackend>,
         ready: Arc<RxReady>,
+        gate: Arc<DeviceGate>,
     ) -> std::io::Result<Self> {
         Ok(Self {
+            woken: gate.waker()?,
+            gate,
             core,
             backend,
             ready,
@@ -235,19 +242,20 @@ impl NetRx {
         }
     }
 
-    /// Watches the backend only while it can be read from: no held frame, not dead.
+    /// Watches the backend only while it can be read from: no held frame, not dead, not
+    /// paused.
     fn rewatch(&mut self, ops: &mut EventOps) {
         let Some(fd) = self.backend.rx_fd() else {
             return;
         };
-        let want = self.held.is_none() && !self.dead;
+        let want = self.held.is_none() && !self.dead && !self.gate.is_closed();
         if want && !self.watching {
             self.watching = ops.add(Events::new_raw(fd, EventSet::IN)).is_ok();
         } else if !want && self.watching {
             let _ = ops.remove(Events::empty_raw(fd));
             self.watching = false;
         }
-        if self.held.is_some() {
+        if self.held.is_some() && !self.gate.is_closed() {
             self.retry.set(Some(self.retry_after));
         }
     }
@@ -261,6 +269,7 @@ impl MutEventSubscriber for NetRx {
     fn init(&mut self, ops: &mut EventOps) {
         let _ = ops.add(Events::new(&self.ready.0, EventSet::IN));
         let _ = ops.add(Events::new(&*self.retry, EventSet::IN));
+        let _ = ops.add(Events::new(&*self.woken, EventSet::IN));
         self.rewatch(ops);
     }
 
@@ -268,6 +277,8 @@ impl MutEventSubscriber for NetRx {
         let fd = events.fd();
         if fd == self.ready.0.as_raw_fd() {
             let _ = self.ready.0.read();
+        } else if fd == self.woken.as_raw_fd() {
+            let _ = self.woken.read();
         } else if fd == self.retry.as_raw_fd() {
             if !self.retry.consume() {
                 return;
@@ -278,7 +289,7 @@ impl MutEventSubscriber for NetRx {
         } else if fd != self.fd() {
             return;
         }
-        if self.offer_held() && !self.dead {
+        if !self.gate.is_closed() && self.offer_held() && !self.dead {
             self.drain();
         }
         self.rewatch(ops);
