@@ -55,6 +55,11 @@ fn vhd_ids(path: &Path) -> std::io::Result<Option<(String, Option<String>)>> {
 }
 
 impl DiskIdentity {
+    /// Not taken yet (all zero).
+    pub fn is_unknown(&self) -> bool {
+        *self == DiskIdentity::default()
+    }
+
     pub fn of(path: &Path) -> std::io::Result<DiskIdentity> {
         let m = std::fs::metadata(path)?;
         Ok(DiskIdentity {

@@ -50,7 +50,9 @@ pub struct SavedDrive {
     pub path: PathBuf,
     pub read_only: bool,
     pub undo: bool,
-    /// What the image was when saved (refuse a different or changed one on restore).
+    /// What the image was when saved (refuse a different or changed one on restore); left
+    /// out while unknown (a running VM's configuration, as the API's status shows it).
+    #[serde(default, skip_serializing_if = "crate::snapshot_disks::DiskIdentity::is_unknown")]
     pub identity: crate::snapshot_disks::DiskIdentity,
 }
 
