@@ -524,7 +524,7 @@ fn saved_states_of_every_released_format_still_restore() {
             let (code, err) = vm.wait();
             assert_eq!(code, Some(0), "{name} ({mode}): {err}");
             // The count goes on from where the fixture's guest was saved.
-            let saved = check_count(&[before.clone()]);
+            let saved = check_count(std::slice::from_ref(&before));
             let last = check_count(&[before.clone(), serial]);
             assert!(last > saved + 50, "{name} ({mode}): {saved} -> {last}");
         }

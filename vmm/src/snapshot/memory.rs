@@ -60,13 +60,61 @@ fn host_slice(region: &GuestRegionMmap) -> io::Result<&[u8]> {
     Ok(unsafe { std::slice::from_raw_parts(ptr, region.len() as usize) })
 }
 
-/// Which pages of an anonymous mapping were ever touched (the others read as zero).
-fn resident_pages(mem: &[u8]) -> Option<Vec<u8>> {
+/// The pages of `mem` the process never touched, from /proc/self/pagemap: neither present nor
+/// swapped out. An untouched page of an anonymous mapping reads as zero; one of a private file
+/// mapping reads as the file. (mincore would miss pages swapped out, which are touched.) None
+/// when pagemap cannot be read: then every page counts as touched.
+fn untouched_pages(mem: &[u8]) -> Option<Vec<bool>> {
+    const PRESENT: u64 = 1 << 63;
+    const SWAPPED: u64 = 1 << 62;
+    let pagemap = File::open("/proc/self/pagemap").ok()?;
     let pages = mem.len().div_ceil(PAGE as usize);
-    let mut v = vec![0u8; pages];
-    // SAFETY: `mem` is a page-aligned mapping of `mem.len()` bytes; `v` has one byte per page.
-    let r = unsafe { libc::mincore(mem.as_ptr() as *mut libc::c_void, mem.len(), v.as_mut_ptr()) };
-    (r == 0).then_some(v)
+    let first = mem.as_ptr() as u64 / PAGE;
+    let mut out = Vec::with_capacity(pages);
+    let mut buf = vec![0u8; 8 * 4096];
+    while out.len() < pages {
+        let n = (pages - out.len()).min(4096);
+        let at = (first + out.len() as u64) * 8;
+        pagemap.read_exact_at(&mut buf[..n * 8], at).ok()?;
+        for e in buf[..n * 8].chunks_exact(8) {
+            let e = u64::from_le_bytes(e.try_into().unwrap());
+            out.push(e & (PRESENT | SWAPPED) == 0);
+        }
+    }
+    Some(out)
+}
+
+/// Which of the `pages` pages of `file` from `start` lie wholly in holes (read as zero), found
+/// with SEEK_DATA/SEEK_HOLE (a file system without holes reports all data).
+fn hole_pages(file: &File, start: u64, pages: usize) -> Vec<bool> {
+    let end = start + pages as u64 * PAGE;
+    let mut holes = vec![true; pages];
+    let mut at = start;
+    // Bounded: each turn moves past one data extent.
+    while let Some(data) = next_data(file, at).filter(|&d| d < end) {
+        let hole = next_hole(file, data).min(end);
+        let a = ((data.max(start) - start) / PAGE) as usize;
+        let b = ((hole - start).div_ceil(PAGE) as usize).min(pages);
+        holes[a..b].fill(false);
+        if hole <= at {
+            break;
+        }
+        at = hole;
+    }
+    holes
+}
+
+/// The pages of `region` that surely read as zero, so saving need not look at them: untouched
+/// anonymous pages, or untouched pages of a restored VM's memory file that lie in its holes.
+fn zero_pages(region: &GuestRegionMmap, bytes: &[u8]) -> Option<Vec<bool>> {
+    let untouched = untouched_pages(bytes)?;
+    match region.file_offset() {
+        None => Some(untouched),
+        Some(fo) => {
+            let holes = hole_pages(fo.file(), fo.start(), untouched.len());
+            Some(untouched.iter().zip(holes).map(|(u, h)| *u && h).collect())
+        }
+    }
 }
 
 /// Writes every region of `mem` from `start` (page-aligned) on. Returns the region table, the
@@ -83,19 +131,14 @@ pub fn write_memory(
     let mut done = 0u64;
     for region in mem.iter() {
         let bytes = host_slice(region)?;
-        // Pages never touched in anonymous memory are zero: skip reading them. A region mapped
-        // from a file (a restored VM) must be read whole.
-        let resident = if region.file_offset().is_none() {
-            resident_pages(bytes)
-        } else {
-            None
-        };
+        // Pages known to be zero are not even read (reading would fault them in).
+        let zero = zero_pages(region, bytes);
         let mut run_start: Option<usize> = None;
         let pages = bytes.len() / PAGE as usize;
         for p in 0..=pages {
             let nonzero = p < pages && {
-                let touched = resident.as_ref().is_none_or(|r| r[p] & 1 != 0);
-                touched && bytes[p * PAGE as usize..(p + 1) * PAGE as usize] != ZERO_PAGE[..]
+                let maybe_data = zero.as_ref().is_none_or(|z| !z[p]);
+                maybe_data && bytes[p * PAGE as usize..(p + 1) * PAGE as usize] != ZERO_PAGE[..]
             };
             if nonzero {
                 let at = offset + (p as u64) * PAGE;
@@ -316,6 +359,90 @@ mod tests {
         assert_ne!(copy_memory(&file, &entries).unwrap().1, crc);
         drop(file);
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn untouched_and_hole_pages_are_found() {
+        // Anonymous memory: only the pages written count as touched.
+        let mem =
+            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 * PAGE as usize)]).unwrap();
+        mem.write_slice(b"x", GuestAddress(3 * PAGE)).unwrap();
+        mem.write_slice(b"y", GuestAddress(7 * PAGE + 100)).unwrap();
+        let region = mem.iter().next().unwrap();
+        let untouched = untouched_pages(host_slice(region).unwrap()).unwrap();
+        let touched: Vec<usize> = (0..16).filter(|&p| !untouched[p]).collect();
+        assert_eq!(touched, [3, 7]);
+
+        // A sparse file: data in pages 2 and 9-10 only.
+        let path = temp("holes");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.set_len(16 * PAGE).unwrap();
+        file.write_all_at(b"a", 2 * PAGE).unwrap();
+        file.write_all_at(&[1u8; 5000], 9 * PAGE).unwrap();
+        let holes = hole_pages(&file, 0, 16);
+        let data: Vec<usize> = (0..16).filter(|&p| !holes[p]).collect();
+        // File systems allocate in blocks of at least a page: exactly these pages, or (with
+        // larger blocks) a superset.
+        for p in [2, 9, 10] {
+            assert!(data.contains(&p), "page {p} holds data: {data:?}");
+        }
+        assert!(data.len() < 16, "no holes found at all: {data:?}");
+        // From an offset: pages counted from there.
+        let holes = hole_pages(&file, 8 * PAGE, 8);
+        assert!(!holes[1] && !holes[2]);
+        drop(file);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// A restored VM (memory mapped from its state file) saved again: pages it changed, in
+    /// the file's data and in its holes, are saved; its untouched holes stay holes.
+    #[test]
+    fn a_mapped_restore_saves_its_changes_and_keeps_holes() {
+        let mem =
+            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 64 * PAGE as usize)]).unwrap();
+        mem.write_slice(b"one", GuestAddress(PAGE)).unwrap();
+        let open = |tag: &str| {
+            let path = temp(tag);
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .unwrap();
+            (path, f)
+        };
+        let (p1, f1) = open("mapped1");
+        let (entries, len, _) = write_memory(&f1, &mem, 0, &mut |_| {}).unwrap();
+        f1.set_len(len).unwrap();
+        let back = map_memory(&f1, &entries).unwrap();
+        back.write_slice(b"two", GuestAddress(PAGE + 8)).unwrap(); // in the file's data
+        back.write_slice(b"three", GuestAddress(40 * PAGE)).unwrap(); // in a hole
+        let (p2, f2) = open("mapped2");
+        let (entries2, len2, crc2) = write_memory(&f2, &back, 0, &mut |_| {}).unwrap();
+        f2.set_len(len2).unwrap();
+        let (again, c) = copy_memory(&f2, &entries2).unwrap();
+        assert_eq!(c, crc2);
+        let mut b = [0u8; 11];
+        again.read_slice(&mut b, GuestAddress(PAGE)).unwrap();
+        assert_eq!(&b, b"one\0\0\0\0\0two");
+        let mut b = [0u8; 5];
+        again.read_slice(&mut b, GuestAddress(40 * PAGE)).unwrap();
+        assert_eq!(&b, b"three");
+        let holes = hole_pages(&f2, 0, 64);
+        assert!(
+            holes.iter().filter(|&&h| h).count() >= 32,
+            "the copy lost its holes"
+        );
+        for p in [p1, p2] {
+            std::fs::remove_file(p).unwrap();
+        }
     }
 
     #[test]
