@@ -128,6 +128,19 @@ impl Vm {
     }
 }
 
+/// Boots the counting guest (assembled as `name`) with `memory` in kettle and waits until it
+/// has printed `lines` lines.
+fn counting_vm(dir: &Path, name: &str, memory: &str, lines: usize) -> Vm {
+    let elf = guest::build(name, COUNTER);
+    let vm = Vm::start(
+        dir,
+        name,
+        &["--kernel", elf.to_str().unwrap(), "--memory", memory],
+    );
+    vm.wait_lines(lines);
+    vm
+}
+
 /// One HTTP/1.1 request over the unix socket; returns status and body.
 fn http(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = UnixStream::connect(sock).expect("connecting to the API socket");
@@ -183,10 +196,7 @@ fn check_count(outputs: &[PathBuf]) -> u32 {
 #[test]
 fn a_counting_guest_is_saved_and_restored_again_and_again_without_gaps() {
     let dir = scratch("count");
-    let elf = guest::build("state_counter", COUNTER);
-    let kernel = elf.display().to_string();
-    let vm = Vm::start(&dir, "run0", &["--kernel", &kernel, "--memory", "64M"]);
-    vm.wait_lines(200);
+    let vm = counting_vm(&dir, "state_counter", "64M", 200);
     let state = dir.join("s0.kvs");
     let (code, body) = vm.save(&state, false);
     assert_eq!(code, 200, "save-state: {body}");
@@ -243,13 +253,7 @@ fn a_counting_guest_is_saved_and_restored_again_and_again_without_gaps() {
 #[test]
 fn pause_and_resume_through_the_api_and_kettle_ctl() {
     let dir = scratch("pause");
-    let elf = guest::build("state_pause", COUNTER);
-    let vm = Vm::start(
-        &dir,
-        "p",
-        &["--kernel", elf.to_str().unwrap(), "--memory", "32M"],
-    );
-    vm.wait_lines(50);
+    let vm = counting_vm(&dir, "state_pause", "32M", 50);
     let (code, body) = vm.request("PUT", "/v1/pause", "");
     assert_eq!(code, 200, "{body}");
     let (code, body) = vm.request("PUT", "/v1/pause", "");
@@ -290,7 +294,7 @@ fn pause_and_resume_through_the_api_and_kettle_ctl() {
     let (code, err) = vm.wait();
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("powered off through the control API"), "{err}");
-    check_count(std::slice::from_ref(&vm_serial(&dir, "p")));
+    check_count(std::slice::from_ref(&vm_serial(&dir, "state_pause")));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -319,13 +323,7 @@ fn refused(file: &Path) -> String {
 #[test]
 fn damaged_foreign_and_newer_states_are_refused_with_the_reason() {
     let dir = scratch("damaged");
-    let elf = guest::build("state_damaged", COUNTER);
-    let vm = Vm::start(
-        &dir,
-        "d",
-        &["--kernel", elf.to_str().unwrap(), "--memory", "32M"],
-    );
-    vm.wait_lines(20);
+    let vm = counting_vm(&dir, "state_damaged", "32M", 20);
     let good = dir.join("good.kvs");
     let (code, body) = vm.save(&good, false);
     assert_eq!(code, 200, "{body}");
@@ -405,13 +403,7 @@ fn write_fixture_if_asked() {
         return;
     };
     let dir = scratch("fixture-new");
-    let elf = guest::build("state_fixture", COUNTER);
-    let vm = Vm::start(
-        &dir,
-        "fixture",
-        &["--kernel", elf.to_str().unwrap(), "--memory", "16M"],
-    );
-    vm.wait_lines(200);
+    let vm = counting_vm(&dir, "state_fixture", "16M", 200);
     let state = dir.join(format!("{name}.kvs"));
     std::fs::create_dir_all(fixture_dir()).unwrap();
     let (code, body) = vm.save(&state, false);

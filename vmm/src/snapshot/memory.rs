@@ -292,6 +292,19 @@ mod tests {
         std::env::temp_dir().join(format!("kettle-mem-{tag}-{}", std::process::id()))
     }
 
+    /// A new, empty read-write scratch file.
+    fn scratch_file(tag: &str) -> (std::path::PathBuf, File) {
+        let path = temp(tag);
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        (path, f)
+    }
+
     #[test]
     fn memory_round_trips_sparse_by_map_and_by_copy() {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[
@@ -303,14 +316,7 @@ mod tests {
         mem.write_slice(&[0xaa; 5000], GuestAddress(0x100ff0))
             .unwrap();
         mem.write_slice(b"top", GuestAddress(0x13fffd)).unwrap();
-        let path = temp("rt");
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
+        let (path, file) = scratch_file("rt");
         let mut seen = 0;
         let (entries, len, crc) = write_memory(&file, &mem, 8192, &mut |d| seen = d).unwrap();
         assert_eq!(seen, 0x60000);
@@ -374,14 +380,7 @@ mod tests {
         assert_eq!(touched, [3, 7]);
 
         // A sparse file: data in pages 2 and 9-10 only.
-        let path = temp("holes");
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
+        let (path, file) = scratch_file("holes");
         file.set_len(16 * PAGE).unwrap();
         file.write_all_at(b"a", 2 * PAGE).unwrap();
         file.write_all_at(&[1u8; 5000], 9 * PAGE).unwrap();
@@ -407,24 +406,13 @@ mod tests {
         let mem =
             GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 64 * PAGE as usize)]).unwrap();
         mem.write_slice(b"one", GuestAddress(PAGE)).unwrap();
-        let open = |tag: &str| {
-            let path = temp(tag);
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)
-                .unwrap();
-            (path, f)
-        };
-        let (p1, f1) = open("mapped1");
+        let (p1, f1) = scratch_file("mapped1");
         let (entries, len, _) = write_memory(&f1, &mem, 0, &mut |_| {}).unwrap();
         f1.set_len(len).unwrap();
         let back = map_memory(&f1, &entries).unwrap();
         back.write_slice(b"two", GuestAddress(PAGE + 8)).unwrap(); // in the file's data
         back.write_slice(b"three", GuestAddress(40 * PAGE)).unwrap(); // in a hole
-        let (p2, f2) = open("mapped2");
+        let (p2, f2) = scratch_file("mapped2");
         let (entries2, len2, crc2) = write_memory(&f2, &back, 0, &mut |_| {}).unwrap();
         f2.set_len(len2).unwrap();
         let (again, c) = copy_memory(&f2, &entries2).unwrap();
