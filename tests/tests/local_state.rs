@@ -42,6 +42,15 @@ impl Drop for Vm {
 
 impl Vm {
     fn start(dir: &Path, tag: &str, args: &[&str]) -> Vm {
+        let mut vm = Vm::spawn(dir, tag, args);
+        if let Err((code, err)) = vm.until_api() {
+            panic!("kettle exited ({code:?}) before its API came up:\n{err}");
+        }
+        vm
+    }
+
+    /// `kettle run ARGS` with the serial port to `TAG.serial` and the API on `TAG.api`.
+    fn spawn(dir: &Path, tag: &str, args: &[&str]) -> Vm {
         let api = dir.join(format!("{tag}.api"));
         let serial = dir.join(format!("{tag}.serial"));
         let child = Command::new(kettle_binary())
@@ -56,20 +65,43 @@ impl Vm {
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting kettle");
-        let vm = Vm {
+        Vm {
             child: Some(child),
             api,
             serial,
-        };
+        }
+    }
+
+    /// Waits for the API socket (20 s at most); Err with the exit status and stderr when
+    /// kettle exited instead.
+    fn until_api(&mut self) -> Result<(), (Option<i32>, String)> {
         let t = Instant::now();
-        while !vm.api.exists() {
+        while !self.api.exists() {
+            if let Some(done) = self.exited() {
+                return Err(done);
+            }
             assert!(
                 t.elapsed() < Duration::from_secs(20),
                 "no API socket after 20 s"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        vm
+        Ok(())
+    }
+
+    /// Exit status and stderr once kettle has exited.
+    fn exited(&mut self) -> Option<(Option<i32>, String)> {
+        let child = self.child.as_mut()?;
+        let st = child.try_wait().unwrap()?;
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        self.child = None;
+        Some((st.code(), err))
     }
 
     fn lines(&self) -> usize {
@@ -106,21 +138,12 @@ impl Vm {
 
     /// Waits for kettle to exit; returns its status and stderr.
     fn wait(mut self) -> (Option<i32>, String) {
-        let mut child = self.child.take().unwrap();
         let t = Instant::now();
         loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                let mut err = String::new();
-                child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                return (st.code(), err);
+            if let Some(done) = self.exited() {
+                return done;
             }
             if t.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
                 panic!("kettle did not exit within 60 s");
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -450,47 +473,15 @@ fn saved_states_of_every_released_format_still_restore() {
         let before = fixture_dir().join(format!("{name}.serial"));
         for mode in ["copy", "map"] {
             let tag = format!("{name}-{mode}");
-            let child = Command::new(kettle_binary())
-                .arg("run")
-                .arg("--restore")
-                .arg(&state)
-                .args(["--restore-mode", mode])
-                .arg("--serial")
-                .arg(format!(
-                    "file:{}",
-                    dir.join(format!("{tag}.serial")).display()
-                ))
-                .arg("--api-socket")
-                .arg(dir.join(format!("{tag}.api")))
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("starting kettle");
-            let mut vm = Vm {
-                child: Some(child),
-                api: dir.join(format!("{tag}.api")),
-                serial: dir.join(format!("{tag}.serial")),
-            };
+            let args = ["--restore", state.to_str().unwrap(), "--restore-mode", mode];
+            let mut vm = Vm::spawn(&dir, &tag, &args);
             // Either the API comes up (the state restored) or kettle exits with a reason.
-            let t = Instant::now();
-            let restored = loop {
-                if vm.api.exists() {
-                    break true;
-                }
-                let child = vm.child.as_mut().unwrap();
-                if let Some(st) = child.try_wait().unwrap() {
-                    let mut err = String::new();
-                    child
-                        .stderr
-                        .take()
-                        .unwrap()
-                        .read_to_string(&mut err)
-                        .unwrap();
-                    vm.child = None;
+            let restored = match vm.until_api() {
+                Ok(()) => true,
+                Err((code, err)) => {
                     assert!(
                         err.contains("features this host lacks"),
-                        "{name} ({mode}): kettle exited ({st}) instead of restoring:\n{err}"
+                        "{name} ({mode}): kettle exited ({code:?}) instead of restoring:\n{err}"
                     );
                     // The file was read through (header, configuration, machine state) before
                     // the CPU check: the format is still understood. Running it needs a CPU
@@ -498,13 +489,8 @@ fn saved_states_of_every_released_format_still_restore() {
                     eprintln!(
                         "WARNING: {name} ({mode}) was read but cannot RUN on this CPU: {err}"
                     );
-                    break false;
+                    false
                 }
-                assert!(
-                    t.elapsed() < Duration::from_secs(20),
-                    "no API socket after 20 s"
-                );
-                std::thread::sleep(Duration::from_millis(20));
             };
             if !restored {
                 continue;
