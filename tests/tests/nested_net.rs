@@ -149,6 +149,19 @@ echo "PASST-ADDR $(ip -4 addr show dev eth0 | grep -o 'inet [0-9.]*' | cut -d' '
 GW=$(ip route | grep '^default' | cut -d' ' -f3)
 echo "PASST-GATEWAY $GW"
 recv PASST "$GW" 5003
+# The cable: the host unplugs it through kettle's API, then plugs it back in. Linux's tulip
+# driver sees a 21140's MII link in its media timer (every 60 s while the link is up, every
+# 3 s while it is down).
+carrier() { cat /sys/class/net/eth0/carrier 2>/dev/null || echo 0; }
+wait_carrier() { # VALUE: up to 150 s
+    j=0
+    while [ "$(carrier)" != "$1" ] && [ $j -lt 1500 ]; do sleep 0.1; j=$((j+1)); done
+    [ "$(carrier)" = "$1" ]
+}
+echo "LINK-TEST-READY $(carrier)"
+wait_carrier 0; echo "LINK-DOWN-SEEN $?"
+ip link show eth0 | grep -o 'NO-CARRIER' | sed 's/^/LINK-FLAGS /'
+wait_carrier 1; echo "LINK-UP-SEEN $?"
 "#;
 
 /// udhcpc's event script: configures what the lease says.
@@ -168,12 +181,19 @@ const SCRIPT: &str = r#"
 KT=/guest/initrd-net.gz
 CMD="console=ttyS0 quiet kettle.modules=tulip"
 run_vm() { # NAME NIC-SPEC [more kettle flags]: one guest, its console on ours as NAME-CONSOLE
+    # (and in /tmp/NAME.con as it comes), its control API on /tmp/NAME.api
     name=$1; nic=$2; shift 2
     { timeout 600 kettle --log-level info run --kernel "$GUEST_KERNEL" --initrd $KT --memory 256M \
         --name "$name" --nic "$nic" --serial stdio --cmdline "$CMD kettle.run=$name" \
-        "$@" </dev/null 2>/tmp/$name.log; echo $? >/tmp/$name.status; } |
-        tr -d '\r' | sed "s/^/$name-CONSOLE /"
+        --api-socket /tmp/$name.api "$@" </dev/null 2>/tmp/$name.log; echo $? >/tmp/$name.status; } |
+        tr -d '\r' | tee /tmp/$name.con | sed "s/^/$name-CONSOLE /"
     echo "$name-EXIT $(cat /tmp/$name.status)"
+}
+# wait_line FILE TEXT: until FILE has a line containing TEXT (at most 300 s)
+wait_line() {
+    j=0
+    while ! grep -q "$2" "$1" 2>/dev/null && [ $j -lt 3000 ]; do sleep 0.1; j=$((j+1)); done
+    grep -q "$2" "$1" 2>/dev/null
 }
 show() { # NAME: kettle's messages, prefixed
     sed "s/^/$1-LOG /" /tmp/$1.log
@@ -212,6 +232,16 @@ show tap
 rm -f /tmp/h2g
 }
 
+# stuck_report: where every kettle thread is, for a run that stopped making progress.
+stuck_report() {
+    for p in $(pidof kettle); do
+        for t in /proc/$p/task/*; do
+            echo "STUCK-TASK $p $(cat $t/comm) $(cut -d' ' -f3 $t/stat) $(cat $t/wchan)"
+            sed "s/^/STUCK-STACK $p $(cat $t/comm) /" $t/stack 2>/dev/null
+        done
+    done
+}
+
 phase_socket() {
 echo "=== socket"
 mkdir /tmp/hub
@@ -219,7 +249,11 @@ run_vm sockA tulip,backend=socket:/tmp/hub &
 A=$!
 run_vm sockB tulip,backend=socket:/tmp/hub &
 B=$!
+# Shortly before run_vm's 600 s timeout: say where kettle is if it is still running.
+{ sleep 560; stuck_report; } &
+W=$!
 wait $A $B
+kill $W 2>/dev/null
 echo "HUB-LEFT $(ls /tmp/hub | wc -l)"
 show sockA
 show sockB
@@ -236,7 +270,17 @@ ip route add default via 192.168.50.2 dev dummy0
 dd if=/dev/urandom of=/tmp/passt-data bs=64k count=16 2>/dev/null
 echo "HOST-PASST-SHA $(sha256sum </tmp/passt-data | cut -d' ' -f1)"
 nc -l -p 5003 </tmp/passt-data >/dev/null &
-run_vm passt tulip,backend=passt,pcap=/tmp/passt.pcap
+run_vm passt tulip,backend=passt,pcap=/tmp/passt.pcap &
+VM=$!
+# Unplug the cable once the guest is ready for it, plug it back once the guest saw it gone.
+wait_line /tmp/passt.con LINK-TEST-READY
+kettle ctl /tmp/passt.api link 0 down >/tmp/link.out 2>&1
+echo "HOST-LINK-DOWN $?"
+wait_line /tmp/passt.con LINK-DOWN-SEEN
+kettle ctl /tmp/passt.api link 0 up >>/tmp/link.out 2>&1
+echo "HOST-LINK-UP $?"
+sed 's/^/HOST-LINK-OUT /' /tmp/link.out
+wait $VM
 echo "PASST-PCAP-BYTES $(wc -c </tmp/passt.pcap)"
 echo "PASST-LEFT $(pidof passt | wc -w)"
 echo "PASST-LISTENERS $(netstat -tln 2>/dev/null | grep -c ':5003 ')"
@@ -585,6 +629,16 @@ fn promiscuous_mode_and_multicast_joins_change_what_the_guest_receives() {
 fn two_vms_on_a_socket_hub_ping_and_move_64_mib_each_way() {
     let (a, b) = (guest("sockA"), guest("sockB"));
     assert_eq!(b.one("B-PING"), "0", "{}", console("sockB"));
+    assert_eq!(
+        b.values("B-SENT-SHA").len(),
+        1,
+        "B did not finish sending:\nA:\n{}\nB:\n{}\nkettle A:\n{}\nkettle B:\n{}\nthreads:\n{}",
+        console("sockA"),
+        console("sockB"),
+        hub().values("sockA-LOG").join("\n"),
+        hub().values("sockB-LOG").join("\n"),
+        hub().values("STUCK-TASK").join("\n") + "\n" + &hub().values("STUCK-STACK").join("\n")
+    );
     let b_sent = b.one("B-SENT-SHA");
     assert_sha256(b_sent, "B's data");
     assert_eq!(a.one("A-RECV-SHA"), b_sent, "B -> A");
@@ -620,4 +674,16 @@ fn passt_gives_an_address_by_dhcp_and_reaches_a_host_loopback_server() {
     assert!(m().number("PASST-PCAP-BYTES") > 1 << 20);
     // kettle stopped the passt it started.
     assert_eq!(m().one("PASST-LEFT"), "0");
+}
+
+#[test]
+fn unplugging_the_cable_through_the_api_is_seen_by_the_guest() {
+    let g = guest("passt");
+    assert_eq!(g.one("LINK-TEST-READY"), "1", "{}", console("passt"));
+    let out = m().values("HOST-LINK-OUT").join("\n");
+    assert_eq!(m().one("HOST-LINK-DOWN"), "0", "{out}");
+    assert_eq!(g.one("LINK-DOWN-SEEN"), "0", "{}", console("passt"));
+    assert_eq!(g.one("LINK-FLAGS"), "NO-CARRIER");
+    assert_eq!(m().one("HOST-LINK-UP"), "0", "{out}");
+    assert_eq!(g.one("LINK-UP-SEEN"), "0", "{}", console("passt"));
 }
