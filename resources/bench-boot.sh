@@ -52,72 +52,25 @@
 # --kettle) and the guest assets first. Takes ~3 min for N=3.
 set -euo pipefail
 
-BB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(dirname "$BB_DIR")
+# shellcheck source=bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh" bench-boot \
+    "[--runs N] [--kettle PATH] [--timeout SECONDS] [--keep-log FILE] [--help]"
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
-usage_error() { echo "bench-boot: $*" >&2; echo "usage: resources/bench-boot.sh [--runs N] [--kettle PATH] [--timeout SECONDS] [--keep-log FILE] [--help]" >&2; exit 2; }
-die() { echo "bench-boot: error: $*" >&2; exit 1; }
-log() { echo "bench-boot: $*" >&2; }
-
-runs=3 timeout="" keep_log="" kettle=""
-while [[ $# -gt 0 ]]; do
-    case $1 in
-        --runs) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || usage_error "--runs needs a positive number"; runs=$2; shift ;;
-        --kettle) [[ $# -ge 2 ]] || usage_error "--kettle needs a PATH"; kettle=$2; shift ;;
-        --timeout) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || usage_error "--timeout needs SECONDS"; timeout=$2; shift ;;
-        --keep-log) [[ $# -ge 2 ]] || usage_error "--keep-log needs a FILE"; keep_log=$2; shift ;;
-        -h|--help) usage; exit 0 ;;
-        *) usage_error "unknown argument: $1" ;;
-    esac
-    shift
-done
+bench_parse_args "" "$@"
 [[ -n $timeout ]] || timeout=$((300 + 150 * runs))
 
-qemu=$(command -v qemu-system-x86_64 || true)
-[[ -n $qemu ]] || die "qemu-system-x86_64 is not installed (resources/setup.sh installs it)"
-qemu=$(readlink -f "$qemu")
+bench_find_qemu
+bench_prepare
+bench_workdir kettle-bench
 
-if [[ -n $kettle ]]; then
-    [[ -f $kettle && -x $kettle ]] || die "--kettle: not an executable file: $kettle"
-    kettle=$(readlink -f "$kettle")
-fi
-cd "$REPO"
-if [[ -z $kettle ]]; then
-    log "building kettle (cargo build --release -p vmm)"
-    cargo build --release -p vmm --quiet || die "cargo build --release -p vmm failed"
-    kettle="${CARGO_TARGET_DIR:-$REPO/target}/release/kettle"
-    [[ $kettle == /* ]] || kettle="$REPO/$kettle"
-fi
-assets=$("$BB_DIR/build-assets.sh" --quiet) || die "resources/build-assets.sh failed"
-initrd=$(grep '/guest-initrd.gz$' <<<"$assets" || true)
-[[ -f $initrd ]] || die "build-assets.sh printed no guest-initrd.gz: $assets"
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/kettle-bench.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-
-# The guest initramfs plus the two test scripts, as a second (uncompressed, 4-byte aligned)
-# newc archive: /tests/boot.sh exits at once, /tests/hold.sh keeps the guest up for the
-# memory sample.
+# The guest initramfs plus the two test scripts: /tests/boot.sh exits at once, /tests/hold.sh
+# keeps the guest up for the memory sample.
 mkdir -p "$work/extra/tests"
 echo 'exit 0' >"$work/extra/tests/boot.sh"
 echo 'sleep 8' >"$work/extra/tests/hold.sh"
 chmod 755 "$work/extra/tests/"*.sh
-cp "$initrd" "$work/bench-initrd"
-size=$(stat -c %s "$work/bench-initrd")
-head -c $(( (4 - size % 4) % 4 )) /dev/zero >>"$work/bench-initrd"
-(cd "$work/extra" && find tests | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) >>"$work/bench-initrd"
-
-# QEMU's data directories; symlinks are resolved when nested-host.sh copies them, so drop
-# the ones that lead nowhere here (e.g. OVMF.fd without the ovmf package).
-mkdir -p "$work/share"
-for d in /usr/share/qemu /usr/share/seabios; do
-    [[ -d $d ]] && cp -a "$d" "$work/share/"
-done
-[[ -d $work/share/qemu ]] || die "/usr/share/qemu is missing (package qemu-system-data)"
-find "$work/share" -xtype l -delete
-adds=(--add "$work/share/qemu:/usr/share/qemu" --add "$work/bench-initrd:/guest/bench-initrd")
-[[ -d $work/share/seabios ]] && adds+=(--add "$work/share/seabios:/usr/share/seabios")
+bench_initrd tests
+bench_adds
 
 cat >"$work/inner.sh" <<INNER
 RUNS=$runs
@@ -207,30 +160,21 @@ done
 exit $failed
 INNER
 
-log "booting the nested test host: $runs boot(s) per VMM, then the report (timeout ${timeout}s)"
-console="$work/console"
-set +e
-# QEMU finds its firmware relative to its own path (../share/qemu, ../share/seabios): keep
-# it in /usr/bin.
-"$BB_DIR/nested-host.sh" --kettle "$kettle" --bin "$qemu:/usr/bin/qemu-system-x86_64" "${adds[@]}" \
-    --timeout "$timeout" "$work/inner.sh" | tee "$console" |
+# progress: a line on stderr for each boot.
+progress() {
     while IFS=$' \t\r' read -r tag vmm_name run t_init t_exit st; do
         [[ $tag == BENCH-RUN ]] && log "$vmm_name run $run: to init ${t_init} s, to exit ${t_exit} s, status $st"
     done
-status=${PIPESTATUS[0]}
-set -e
-[[ -n $keep_log ]] && cp "$console" "$keep_log"
-results=$(tr -d '\r' <"$console" | grep -a '^BENCH-' || true)
+}
+
+log "booting the nested test host: $runs boot(s) per VMM, then the report (timeout ${timeout}s)"
+bench_nested_once progress
 if [[ $status != 0 ]]; then
     # What failed runs printed (the script's output without the result lines).
-    tr -d '\r' <"$console" | sed -n '/^NESTED-SCRIPT-BEGIN/,/^NESTED-SCRIPT-END/p' |
+    bench_script_output "$work/console" |
         grep -a -v -e '^BENCH-RUN' -e '^BENCH-MAP' -e '^BENCH-SMAPS' -e '^BENCH-VMRSS' -e '^BENCH-QEMU' \
                    -e '^NESTED-SCRIPT-' >&2 || true
-    if ! grep -q '^BENCH-RUN' <<<"$results"; then
-        echo "bench-boot: the nested host failed (status $status); the tail of its console:" >&2
-        tr -d '\r' <"$console" | tail -n 30 >&2
-        exit 1
-    fi
+    if ! grep -q '^BENCH-RUN' <<<"$results"; then bench_nested_failed "$work/console"; fi
 fi
 
 awk '
@@ -296,7 +240,4 @@ END {
     printf "(QEMU keeps VGA memory and ROMs in such mappings too; its figure is for orientation.)\n"
 }' <<<"$results"
 
-if [[ $status != 0 ]]; then
-    echo "bench-boot: some runs failed (see above); nested host status $status" >&2
-    exit 1
-fi
+bench_finish

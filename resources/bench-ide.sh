@@ -54,51 +54,20 @@
 # for N=3.
 set -euo pipefail
 
-BI_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(dirname "$BI_DIR")
+# shellcheck source=bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh" bench-ide \
+    "[--runs N] [--kettle PATH] [--timeout SECONDS] [--keep-log FILE] [--help]"
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
-usage_error() { echo "bench-ide: $*" >&2; echo "usage: resources/bench-ide.sh [--runs N] [--kettle PATH] [--timeout SECONDS] [--keep-log FILE] [--help]" >&2; exit 2; }
-die() { echo "bench-ide: error: $*" >&2; exit 1; }
-log() { echo "bench-ide: $*" >&2; }
-
-runs=3 timeout="" keep_log="" kettle=""
-while [[ $# -gt 0 ]]; do
-    case $1 in
-        --runs) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || usage_error "--runs needs a positive number"; runs=$2; shift ;;
-        --kettle) [[ $# -ge 2 ]] || usage_error "--kettle needs a PATH"; kettle=$2; shift ;;
-        --timeout) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || usage_error "--timeout needs SECONDS"; timeout=$2; shift ;;
-        --keep-log) [[ $# -ge 2 ]] || usage_error "--keep-log needs a FILE"; keep_log=$2; shift ;;
-        -h|--help) usage; exit 0 ;;
-        *) usage_error "unknown argument: $1" ;;
-    esac
-    shift
-done
+bench_parse_args "" "$@"
 [[ -n $timeout ]] || timeout=$((120 + 120 * runs))
 
 # The package helpers of build-assets.sh (ka_require installs as root, or says what is missing).
 # shellcheck source=build-assets.sh
-source "$BI_DIR/build-assets.sh"
+source "$BENCH_DIR/build-assets.sh"
 ka_require qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils cc:gcc cpio:cpio
-qemu=$(readlink -f "$(command -v qemu-system-x86_64)")
-
-if [[ -n $kettle ]]; then
-    [[ -f $kettle && -x $kettle ]] || die "--kettle: not an executable file: $kettle"
-    kettle=$(readlink -f "$kettle")
-fi
-cd "$REPO"
-if [[ -z $kettle ]]; then
-    log "building kettle (cargo build --release -p vmm)"
-    cargo build --release -p vmm --quiet || die "cargo build --release -p vmm failed"
-    kettle="${CARGO_TARGET_DIR:-$REPO/target}/release/kettle"
-    [[ $kettle == /* ]] || kettle="$REPO/$kettle"
-fi
-assets=$("$BI_DIR/build-assets.sh" --quiet) || die "resources/build-assets.sh failed"
-initrd=$(grep '/guest-initrd.gz$' <<<"$assets" || true)
-[[ -f $initrd ]] || die "build-assets.sh printed no guest-initrd.gz: $assets"
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/kettle-bench-ide.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+bench_find_qemu
+bench_prepare
+bench_workdir kettle-bench-ide
 
 # iobench DEV MODE BS SPAN_MIB SECONDS: one phase on DEV with O_DIRECT; prints
 # "IOBENCH MODE BS BYTES OPS SECONDS".
@@ -153,8 +122,7 @@ C
 cc -O2 -static -o "$work/iobench" "$work/iobench.c" 2>"$work/cc.err" ||
     die "cannot build the static iobench tool (needs gcc and libc6-dev): $(cat "$work/cc.err")"
 
-# The guest initramfs plus the benchmark script and iobench, as a second (uncompressed,
-# 4-byte aligned) newc archive.
+# The guest initramfs plus the benchmark script and iobench.
 mkdir -p "$work/extra/tests" "$work/extra/bin"
 cp "$work/iobench" "$work/extra/bin/iobench"
 cat >"$work/extra/tests/bench.sh" <<'GUEST'
@@ -168,23 +136,11 @@ iobench /dev/sda rand-read 4096 256 6 || exit 1
 iobench /dev/sda rand-write 4096 256 6 || exit 1
 GUEST
 chmod 755 "$work/extra/tests/bench.sh" "$work/extra/bin/iobench"
-cp "$initrd" "$work/bench-initrd"
-size=$(stat -c %s "$work/bench-initrd")
-head -c $(( (4 - size % 4) % 4 )) /dev/zero >>"$work/bench-initrd"
-(cd "$work/extra" && find tests bin | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) >>"$work/bench-initrd"
+bench_initrd tests bin
 
 qemu-img create -q -f vpc -o subformat=dynamic "$work/bench.vhd" 256M || die "qemu-img create failed"
 
-# QEMU's data directories, as in bench-boot.sh.
-mkdir -p "$work/share"
-for d in /usr/share/qemu /usr/share/seabios; do
-    [[ -d $d ]] && cp -a "$d" "$work/share/"
-done
-[[ -d $work/share/qemu ]] || die "/usr/share/qemu is missing (package qemu-system-data)"
-find "$work/share" -xtype l -delete
-adds=(--add "$work/share/qemu:/usr/share/qemu" --add "$work/bench-initrd:/guest/bench-initrd"
-      --add "$work/bench.vhd:/guest/bench.vhd")
-[[ -d $work/share/seabios ]] && adds+=(--add "$work/share/seabios:/usr/share/seabios")
+bench_adds --add "$work/bench.vhd:/guest/bench.vhd"
 
 # The inner script runs pairs FIRST..LAST (set at its top by attempt()).
 cat >"$work/inner-body.sh" <<'INNER'
@@ -232,48 +188,24 @@ complete() {
        $(grep -c "^BENCH qemu $1 IOBENCH " <<<"$results") == 4 ]]
 }
 
+# progress: a line on stderr for each phase of each run.
+progress() {
+    while IFS=$' \t\r' read -r tag vmm_name run what mode _bs bytes ops secs; do
+        [[ $tag == BENCH && $what == IOBENCH ]] &&
+            log "$vmm_name run $run: $mode $(awk -v b="$bytes" -v o="$ops" -v s="$secs" 'BEGIN { printf "%.1f MB/s, %.0f IOPS", b / s / 1e6, o / s }')"
+    done
+}
+
 # attempt FIRST N: one nested host running pairs FIRST..N; appends to $results, sets $status.
 attempt() {
     { echo "FIRST=$1"; echo "LAST=$2"; cat "$work/inner-body.sh"; } >"$work/inner.sh"
-    local console="$work/console.$1"
     log "booting the nested test host: runs $1..$2 of each VMM (timeout ${timeout}s)"
-    set +e
-    # QEMU finds its firmware relative to its own path (../share/qemu): keep it in /usr/bin.
-    "$BI_DIR/nested-host.sh" --kettle "$kettle" --bin "$qemu:/usr/bin/qemu-system-x86_64" "${adds[@]}" \
-        --timeout "$timeout" "$work/inner.sh" | tee "$console" |
-        while IFS=$' \t\r' read -r tag vmm_name run what mode _bs bytes ops secs; do
-            [[ $tag == BENCH && $what == IOBENCH ]] &&
-                log "$vmm_name run $run: $mode $(awk -v b="$bytes" -v o="$ops" -v s="$secs" 'BEGIN { printf "%.1f MB/s, %.0f IOPS", b / s / 1e6, o / s }')"
-        done
-    status=${PIPESTATUS[0]}
-    set -e
-    [[ -n $keep_log ]] && cat "$console" >>"$keep_log"
-    results+=$'\n'$(tr -d '\r' <"$console" | grep -a -e '^BENCH ' -e '^BENCH-QEMU' || true)
-    if [[ $status != 0 ]]; then
-        tr -d '\r' <"$console" | sed -n '/^NESTED-SCRIPT-BEGIN/,/^NESTED-SCRIPT-END/p' |
-            grep -a -e '^BENCH-FAILED' -e '^=== ' >&2 || true
-    fi
+    bench_attempt "$1" progress
 }
 
-results=""
-[[ -n $keep_log ]] && : >"$keep_log"
-attempt 1 "$runs"
-if [[ $status == 124 ]]; then
-    # TESTING.md: the emulator can (rarely) stall; here the nested host then stops dead (the
-    # outer QEMU idles, even the inner `timeout` never fires). Retry once, the runs not yet
-    # complete, and say so.
-    done_runs=0
-    while [[ $done_runs -lt $runs ]] && complete $((done_runs + 1)); do done_runs=$((done_runs + 1)); done
-    # Drop the lines of the incomplete pair(s); they run again.
-    results=$(awk -v d="$done_runs" '!($1 == "BENCH" && $3 + 0 > d)' <<<"$results")
-    log "RETRYING: the nested host timed out (stalled) after $done_runs complete run(s) per VMM; the console ended with:"
-    tr -d '\r' <"$work/console.1" | tail -n 8 >&2
-    attempt $((done_runs + 1)) "$runs"
-fi
+bench_attempts attempt complete
 if ! grep -q '^BENCH [a-z]* [0-9]* IOBENCH ' <<<"$results"; then
-    echo "bench-ide: the nested host failed (status $status); the tail of its console:" >&2
-    tr -d '\r' <"$work/console.1" | tail -n 30 >&2
-    exit 1
+    bench_nested_failed "$work/console.1"
 fi
 
 awk '
@@ -313,7 +245,4 @@ END {
     printf "(medians over the runs; IOPS = MB/s * 10^6 / block size: 1 MiB sequential, 4 KiB random)\n"
 }' <<<"$results"
 
-if [[ $status != 0 ]]; then
-    echo "bench-ide: some runs failed (see above); nested host status $status" >&2
-    exit 1
-fi
+bench_finish

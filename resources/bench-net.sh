@@ -67,33 +67,23 @@
 # it installs missing packages with apt-get. Takes ~7 min for N=3 with the defaults.
 set -euo pipefail
 
-BN_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(dirname "$BN_DIR")
+# shellcheck source=bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh" bench-net \
+    "[--runs N] [--size MIB] [--seconds S] [--kettle PATH] [--only kettle|qemu] [--timeout SECONDS] [--keep-log FILE] [--help]"
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
-usage_error() {
-    echo "bench-net: $*" >&2
-    echo "usage: resources/bench-net.sh [--runs N] [--size MIB] [--seconds S] [--kettle PATH] [--only kettle|qemu] [--timeout SECONDS] [--keep-log FILE] [--help]" >&2
-    exit 2
-}
-die() { echo "bench-net: error: $*" >&2; exit 1; }
-log() { echo "bench-net: $*" >&2; }
-
-runs=3 size=128 seconds=20 timeout="" keep_log="" kettle="" only=""
-while [[ $# -gt 0 ]]; do
+# net_option OPTION VALUE...: --size, --seconds, --only (the other options are
+# bench_parse_args's).
+net_option() {
     case $1 in
-        --runs) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || usage_error "--runs needs a positive number"; runs=$2; shift ;;
-        --size) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || usage_error "--size needs a positive number of MiB"; size=$2; shift ;;
-        --seconds) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || usage_error "--seconds needs a positive number"; seconds=$2; shift ;;
-        --kettle) [[ $# -ge 2 ]] || usage_error "--kettle needs a PATH"; kettle=$2; shift ;;
-        --only) [[ ${2:-} == kettle || ${2:-} == qemu ]] || usage_error "--only needs kettle or qemu"; only=$2; shift ;;
-        --timeout) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || usage_error "--timeout needs SECONDS"; timeout=$2; shift ;;
-        --keep-log) [[ $# -ge 2 ]] || usage_error "--keep-log needs a FILE"; keep_log=$2; shift ;;
-        -h|--help) usage; exit 0 ;;
-        *) usage_error "unknown argument: $1" ;;
+        --size) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || usage_error "--size needs a positive number of MiB"; size=$2 ;;
+        --seconds) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || usage_error "--seconds needs a positive number"; seconds=$2 ;;
+        --only) [[ ${2:-} == kettle || ${2:-} == qemu ]] || usage_error "--only needs kettle or qemu"; only=$2 ;;
+        *) return 1 ;;
     esac
-    shift
-done
+}
+
+size=128 seconds=20 only=""
+bench_parse_args net_option "$@"
 [[ $only == qemu && -n $kettle ]] && usage_error "--only qemu and --kettle exclude each other"
 vmms="kettle qemu"
 [[ -n $only ]] && vmms=$only
@@ -106,27 +96,11 @@ vm_timeout=$((90 + 3 * seconds))
 
 # The package helpers of build-assets.sh (ka_require installs as root, or says what is missing).
 # shellcheck source=build-assets.sh
-source "$BN_DIR/build-assets.sh"
+source "$BENCH_DIR/build-assets.sh"
 ka_require qemu-system-x86_64:qemu-system-x86 cc:gcc cpio:cpio
-qemu=$(readlink -f "$(command -v qemu-system-x86_64)")
-
-if [[ -n $kettle ]]; then
-    [[ -f $kettle && -x $kettle ]] || die "--kettle: not an executable file: $kettle"
-    kettle=$(readlink -f "$kettle")
-fi
-cd "$REPO"
-if [[ -z $kettle && $only != qemu ]]; then
-    log "building kettle (cargo build --release -p vmm)"
-    cargo build --release -p vmm --quiet || die "cargo build --release -p vmm failed"
-    kettle="${CARGO_TARGET_DIR:-$REPO/target}/release/kettle"
-    [[ $kettle == /* ]] || kettle="$REPO/$kettle"
-fi
-assets=$("$BN_DIR/build-assets.sh" --quiet) || die "resources/build-assets.sh failed"
-initrd=$(grep '/guest-initrd.gz$' <<<"$assets" || true)
-[[ -f $initrd ]] || die "build-assets.sh printed no guest-initrd.gz: $assets"
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/kettle-bench-net.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+bench_find_qemu
+if [[ $only == qemu ]]; then bench_prepare --no-build; else bench_prepare; fi
+bench_workdir kettle-bench-net
 
 # netbench: one TCP transfer, run in the guest (client: send, recv) and in the nested host
 # (server: sink, source, which also read the VMM's CPU time). Prints
@@ -271,8 +245,7 @@ cc -O2 -static -o "$work/netbench" "$work/netbench.c" 2>"$work/cc.err" ||
     die "cannot build the static netbench tool (needs gcc and libc6-dev): $(cat "$work/cc.err")"
 
 bytes=$((size * 1048576))
-# The guest initramfs plus the benchmark script and netbench, as a second (uncompressed,
-# 4-byte aligned) newc archive.
+# The guest initramfs plus the benchmark script and netbench.
 mkdir -p "$work/extra/tests" "$work/extra/bin"
 cp "$work/netbench" "$work/extra/bin/netbench"
 {
@@ -296,23 +269,9 @@ echo "NETBENCH-RX-ERRORS $(cat /sys/class/net/eth0/statistics/rx_errors) $(cat /
 GUEST
 } >"$work/extra/tests/bench.sh"
 chmod 755 "$work/extra/tests/bench.sh" "$work/extra/bin/netbench"
-cp "$initrd" "$work/bench-initrd"
-isize=$(stat -c %s "$work/bench-initrd")
-head -c $(( (4 - isize % 4) % 4 )) /dev/zero >>"$work/bench-initrd"
-(cd "$work/extra" && find tests bin | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) >>"$work/bench-initrd"
+bench_initrd tests bin
 
-# QEMU's data directories, as in bench-boot.sh.
-mkdir -p "$work/share"
-for d in /usr/share/qemu /usr/share/seabios; do
-    [[ -d $d ]] && cp -a "$d" "$work/share/"
-done
-[[ -d $work/share/qemu ]] || die "/usr/share/qemu is missing (package qemu-system-data)"
-find "$work/share" -xtype l -delete
-adds=(--add "$work/share/qemu:/usr/share/qemu" --add "$work/bench-initrd:/guest/bench-initrd"
-      --add "$work/netbench:/bin/netbench")
-[[ -d $work/share/seabios ]] && adds+=(--add "$work/share/seabios:/usr/share/seabios")
-kettle_args=(--kettle "$kettle")
-[[ $only == qemu ]] && kettle_args=(--no-kettle)
+bench_adds --add "$work/netbench:/bin/netbench"
 
 # The inner script runs pairs FIRST..LAST (set at its top by attempt()).
 cat >"$work/inner-body.sh" <<'INNER'
@@ -385,49 +344,25 @@ complete() {
     done
 }
 
+# progress: a line on stderr for each transfer.
+progress() {
+    while IFS=$' \t\r' read -r tag vmm_name run what dir nbytes secs _; do
+        [[ $tag == BENCH && $what == NETBENCH && $dir == [gh]2[gh] ]] &&
+            log "$vmm_name run $run: $dir $(awk -v b="$nbytes" -v s="$secs" 'BEGIN { printf "%.1f Mbit/s (%.1f MiB in %.2f s)", b * 8 / s / 1e6, b / 1048576, s }')"
+    done
+}
+
 # attempt FIRST N: one nested host running runs FIRST..N; appends to $results, sets $status.
 attempt() {
     { echo "FIRST=$1 LAST=$2 VMMS='$vmms' BYTES=$bytes LIMIT=$seconds VMTO=$vm_timeout"
       cat "$work/inner-body.sh"; } >"$work/inner.sh"
-    local console="$work/console.$1"
     log "booting the nested test host: runs $1..$2 of $vmms (timeout ${timeout}s)"
-    set +e
-    # QEMU finds its firmware relative to its own path (../share/qemu): keep it in /usr/bin.
-    "$BN_DIR/nested-host.sh" "${kettle_args[@]}" --bin "$qemu:/usr/bin/qemu-system-x86_64" "${adds[@]}" \
-        --timeout "$timeout" "$work/inner.sh" | tee "$console" |
-        while IFS=$' \t\r' read -r tag vmm_name run what dir nbytes secs _; do
-            [[ $tag == BENCH && $what == NETBENCH && $dir == [gh]2[gh] ]] &&
-                log "$vmm_name run $run: $dir $(awk -v b="$nbytes" -v s="$secs" 'BEGIN { printf "%.1f Mbit/s (%.1f MiB in %.2f s)", b * 8 / s / 1e6, b / 1048576, s }')"
-        done
-    status=${PIPESTATUS[0]}
-    set -e
-    [[ -n $keep_log ]] && cat "$console" >>"$keep_log"
-    results+=$'\n'$(tr -d '\r' <"$console" | grep -a -e '^BENCH ' -e '^BENCH-QEMU' || true)
-    if [[ $status != 0 ]]; then
-        tr -d '\r' <"$console" | sed -n '/^NESTED-SCRIPT-BEGIN/,/^NESTED-SCRIPT-END/p' |
-            grep -a -e '^BENCH-FAILED' -e '^=== ' >&2 || true
-    fi
+    bench_attempt "$1" progress
 }
 
-results=""
-[[ -n $keep_log ]] && : >"$keep_log"
-attempt 1 "$runs"
-if [[ $status == 124 ]]; then
-    # TESTING.md: the emulator can (rarely) stall; here the nested host then stops dead (the
-    # outer QEMU idles, even the inner `timeout` never fires). Retry once, the runs not yet
-    # complete, and say so.
-    done_runs=0
-    while [[ $done_runs -lt $runs ]] && complete $((done_runs + 1)); do done_runs=$((done_runs + 1)); done
-    # Drop the lines of the incomplete run(s); they run again.
-    results=$(awk -v d="$done_runs" '!($1 == "BENCH" && $3 + 0 > d)' <<<"$results")
-    log "RETRYING: the nested host timed out (stalled) after $done_runs complete run(s) per VMM; the console ended with:"
-    tr -d '\r' <"$work/console.1" | tail -n 8 >&2
-    attempt $((done_runs + 1)) "$runs"
-fi
+bench_attempts attempt complete
 if ! grep -q '^BENCH [a-z]* [0-9]* NETBENCH [gh]2[gh] ' <<<"$results"; then
-    echo "bench-net: the nested host failed (status $status); the tail of its console:" >&2
-    tr -d '\r' <"$work/console.1" | tail -n 30 >&2
-    exit 1
+    bench_nested_failed "$work/console.1"
 fi
 
 awk -v size="$size" -v seconds="$seconds" '
@@ -497,7 +432,4 @@ END {
     printf "ping RTT: average of 20 back-to-back pings guest->host before the transfers, below 1 kettle is faster)\n"
 }' <<<"$results"
 
-if [[ $status != 0 ]]; then
-    echo "bench-net: some runs failed (see above); nested host status $status" >&2
-    exit 1
-fi
+bench_finish

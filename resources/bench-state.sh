@@ -91,27 +91,20 @@
 # for N=3.
 set -euo pipefail
 
-BS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(dirname "$BS_DIR")
+# shellcheck source=bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh" bench-state \
+    "[--runs N] [--sizes MIB,...] [--kettle PATH] [--timeout SECONDS] [--keep-log FILE] [--help]"
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
-usage_error() { echo "bench-state: $*" >&2; echo "usage: resources/bench-state.sh [--runs N] [--sizes MIB,...] [--kettle PATH] [--timeout SECONDS] [--keep-log FILE] [--help]" >&2; exit 2; }
-die() { echo "bench-state: error: $*" >&2; exit 1; }
-log() { echo "bench-state: $*" >&2; }
-
-runs=3 sizes="256,2048" timeout="" keep_log="" kettle=""
-while [[ $# -gt 0 ]]; do
+# state_option OPTION VALUE...: --sizes (the other options are bench_parse_args's).
+state_option() {
     case $1 in
-        --runs) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || usage_error "--runs needs a positive number"; runs=$2; shift ;;
-        --sizes) [[ ${2:-} =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || usage_error "--sizes needs MiB values separated by commas, e.g. 256,2048"; sizes=$2; shift ;;
-        --kettle) [[ $# -ge 2 ]] || usage_error "--kettle needs a PATH"; kettle=$2; shift ;;
-        --timeout) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || usage_error "--timeout needs SECONDS"; timeout=$2; shift ;;
-        --keep-log) [[ $# -ge 2 ]] || usage_error "--keep-log needs a FILE"; keep_log=$2; shift ;;
-        -h|--help) usage; exit 0 ;;
-        *) usage_error "unknown argument: $1" ;;
+        --sizes) [[ ${2:-} =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || usage_error "--sizes needs MiB values separated by commas, e.g. 256,2048"; sizes=$2 ;;
+        *) return 1 ;;
     esac
-    shift
-done
+}
+
+sizes="256,2048"
+bench_parse_args state_option "$@"
 sizes=${sizes//,/ }
 nsizes=0 largest=0
 for s in $sizes; do
@@ -122,30 +115,11 @@ done
 [[ -n $timeout ]] || timeout=$((240 + 300 * runs * nsizes))
 host_memory=$((2048 + 2 * largest))
 
-qemu=$(command -v qemu-system-x86_64 || true)
-[[ -n $qemu ]] || die "qemu-system-x86_64 is not installed (resources/setup.sh installs it)"
-qemu=$(readlink -f "$qemu")
+bench_find_qemu
+bench_prepare
+bench_workdir kettle-bench
 
-if [[ -n $kettle ]]; then
-    [[ -f $kettle && -x $kettle ]] || die "--kettle: not an executable file: $kettle"
-    kettle=$(readlink -f "$kettle")
-fi
-cd "$REPO"
-if [[ -z $kettle ]]; then
-    log "building kettle (cargo build --release -p vmm)"
-    cargo build --release -p vmm --quiet || die "cargo build --release -p vmm failed"
-    kettle="${CARGO_TARGET_DIR:-$REPO/target}/release/kettle"
-    [[ $kettle == /* ]] || kettle="$REPO/$kettle"
-fi
-assets=$("$BS_DIR/build-assets.sh" --quiet) || die "resources/build-assets.sh failed"
-initrd=$(grep '/guest-initrd.gz$' <<<"$assets" || true)
-[[ -f $initrd ]] || die "build-assets.sh printed no guest-initrd.gz: $assets"
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/kettle-bench.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-
-# The guest initramfs plus the test script, as a second (uncompressed, 4-byte aligned) newc
-# archive.
+# The guest initramfs plus the test script.
 mkdir -p "$work/extra/tests"
 cat >"$work/extra/tests/tick.sh" <<'TICK'
 i=0
@@ -156,21 +130,8 @@ while :; do
 done
 TICK
 chmod 755 "$work/extra/tests/"*.sh
-cp "$initrd" "$work/bench-initrd"
-size=$(stat -c %s "$work/bench-initrd")
-head -c $(( (4 - size % 4) % 4 )) /dev/zero >>"$work/bench-initrd"
-(cd "$work/extra" && find tests | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) >>"$work/bench-initrd"
-
-# QEMU's data directories; symlinks are resolved when nested-host.sh copies them, so drop
-# the ones that lead nowhere here (e.g. OVMF.fd without the ovmf package).
-mkdir -p "$work/share"
-for d in /usr/share/qemu /usr/share/seabios; do
-    [[ -d $d ]] && cp -a "$d" "$work/share/"
-done
-[[ -d $work/share/qemu ]] || die "/usr/share/qemu is missing (package qemu-system-data)"
-find "$work/share" -xtype l -delete
-adds=(--add "$work/share/qemu:/usr/share/qemu" --add "$work/bench-initrd:/guest/bench-initrd")
-[[ -d $work/share/seabios ]] && adds+=(--add "$work/share/seabios:/usr/share/seabios")
+bench_initrd tests
+bench_adds
 
 cat >"$work/inner.sh" <<INNER
 RUNS=$runs
@@ -449,13 +410,8 @@ done
 exit $failed
 INNER
 
-log "booting the nested test host (${host_memory} MiB): guest sizes ${sizes// /, } MiB, $runs cycle(s) per VMM and size, then the report (timeout ${timeout}s)"
-console="$work/console"
-set +e
-# QEMU finds its firmware relative to its own path (../share/qemu, ../share/seabios): keep
-# it in /usr/bin.
-"$BS_DIR/nested-host.sh" --kettle "$kettle" --bin "$qemu:/usr/bin/qemu-system-x86_64" "${adds[@]}" \
-    --memory "$host_memory" --timeout "$timeout" "$work/inner.sh" | tee "$console" |
+# progress: a line on stderr for each boot, save, restore and failure.
+progress() {
     while IFS=$' \t\r' read -r tag a b c d e f g h rest; do
         case $tag in
             BENCH-BOOT) log "$a $b MiB run $c: cold boot to the first tick $d s" ;;
@@ -466,19 +422,17 @@ set +e
             BENCH-FAILED) log "FAILED: $a $b $c $d $e $f $g $h $rest" ;;
         esac
     done
-status=${PIPESTATUS[0]}
-set -e
-[[ -n $keep_log ]] && cp "$console" "$keep_log"
-results=$(tr -d '\r' <"$console" | grep -a '^BENCH-' || true)
+}
+
+log "booting the nested test host (${host_memory} MiB): guest sizes ${sizes// /, } MiB, $runs cycle(s) per VMM and size, then the report (timeout ${timeout}s)"
+bench_nested_once progress --memory "$host_memory"
 if [[ $status != 0 ]]; then
     # What failed runs printed (the script's output without the result lines).
-    tr -d '\r' <"$console" | sed -n '/^NESTED-SCRIPT-BEGIN/,/^NESTED-SCRIPT-END/p' |
+    bench_script_output "$work/console" |
         grep -a -v -e '^BENCH-BOOT' -e '^BENCH-SAVE' -e '^BENCH-RESTORE' -e '^BENCH-QEMU' \
                    -e '^qemu-monitor ' -e '^kettle-stderr ' -e '^BENCH-CTL' -e '^NESTED-SCRIPT-' >&2 || true
     if ! grep -q -e '^BENCH-BOOT' -e '^BENCH-SAVE' -e '^BENCH-RESTORE' <<<"$results"; then
-        echo "bench-state: the nested host failed (status $status); the tail of its console:" >&2
-        tr -d '\r' <"$console" | tail -n 30 >&2
-        exit 1
+        bench_nested_failed "$work/console"
     fi
 fi
 
@@ -580,7 +534,4 @@ END {
     if (failures) printf "\n%d step(s) FAILED (see stderr); their numbers are missing above.\n", failures
 }' <<<"$results"
 
-if [[ $status != 0 ]]; then
-    echo "bench-state: some runs failed (see above); nested host status $status" >&2
-    exit 1
-fi
+bench_finish

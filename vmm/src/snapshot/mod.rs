@@ -52,7 +52,10 @@ pub struct SavedDrive {
     pub undo: bool,
     /// What the image was when saved (refuse a different or changed one on restore); left
     /// out while unknown (a running VM's configuration, as the API's status shows it).
-    #[serde(default, skip_serializing_if = "crate::snapshot_disks::DiskIdentity::is_unknown")]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::snapshot_disks::DiskIdentity::is_unknown"
+    )]
     pub identity: crate::snapshot_disks::DiskIdentity,
 }
 
