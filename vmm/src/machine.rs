@@ -459,8 +459,18 @@ impl Machine {
     /// Called when the VM has stopped: disarm timers and keep the CMOS for the next boot.
     pub fn shutdown(&self) {
         self.rtc_timer.set(None);
-        for nic in &self.nics {
+        for (i, nic) in self.nics.iter().enumerate() {
             nic.timer.set(None);
+            let s = nic.backend.stats();
+            log::info!(
+                "NIC {i} ({}): sent {} frames ({} bytes), {} dropped; received {} frames ({} bytes)",
+                nic.backend.describe(),
+                s.tx_frames,
+                s.tx_bytes,
+                s.tx_dropped,
+                s.rx_frames,
+                s.rx_bytes
+            );
         }
         *self.cmos.lock().unwrap() = Some(self.rtc.lock().unwrap().state());
     }
