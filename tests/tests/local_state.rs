@@ -327,20 +327,25 @@ fn vm_serial(dir: &Path, tag: &str) -> PathBuf {
 
 /// Runs `kettle run --restore FILE`, which must fail; returns stderr.
 fn refused(file: &Path) -> String {
+    let (code, err) = restore_once(file, &[]);
+    assert_eq!(code, Some(1), "restoring {} did not fail", file.display());
+    err
+}
+
+/// Runs `kettle run --restore FILE --serial none ARGS` to its end: exit status and stderr.
+fn restore_once(file: &Path, args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(kettle_binary())
         .args(["run", "--restore"])
         .arg(file)
         .args(["--serial", "none"])
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(
+    (
         out.status.code(),
-        Some(1),
-        "restoring {} did not fail",
-        file.display()
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -387,25 +392,11 @@ fn damaged_foreign_and_newer_states_are_refused_with_the_reason() {
     let at = 4096 * 3 + 17;
     mem[at] ^= 0xff;
     let p = write("mem.kvs", &mem);
-    let out = Command::new(kettle_binary())
-        .args(["run", "--restore"])
-        .arg(&p)
-        .args(["--restore-mode", "copy", "--serial", "none"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{e}");
+    let (code, e) = restore_once(&p, &["--restore-mode", "copy"]);
+    assert_eq!(code, Some(1), "{e}");
     assert!(e.contains("guest memory"), "{e}");
     // Flags that contradict the state.
-    let out = Command::new(kettle_binary())
-        .args(["run", "--restore"])
-        .arg(&good)
-        .args(["--memory", "64M", "--serial", "none"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&out.stderr);
+    let (_, e) = restore_once(&good, &["--memory", "64M"]);
     assert!(e.contains("memory size is fixed by the state"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
