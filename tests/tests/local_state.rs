@@ -136,6 +136,21 @@ impl Vm {
         )
     }
 
+    /// Saves to `file` (the VM then stops) and waits for kettle to exit 0; returns the API's
+    /// answer and kettle's stderr.
+    fn save_and_exit(self, file: &Path) -> (String, String) {
+        let (code, body) = self.save(file, false);
+        assert_eq!(code, 200, "save-state to {}: {body}", file.display());
+        let (code, err) = self.wait();
+        assert_eq!(
+            code,
+            Some(0),
+            "kettle after saving to {}: {err}",
+            file.display()
+        );
+        (body, err)
+    }
+
     /// Waits for kettle to exit; returns its status and stderr.
     fn wait(mut self) -> (Option<i32>, String) {
         let t = Instant::now();
@@ -221,12 +236,9 @@ fn a_counting_guest_is_saved_and_restored_again_and_again_without_gaps() {
     let dir = scratch("count");
     let vm = counting_vm(&dir, "state_counter", "64M", 200);
     let state = dir.join("s0.kvs");
-    let (code, body) = vm.save(&state, false);
-    assert_eq!(code, 200, "save-state: {body}");
-    assert!(body.contains("\"bytes\""), "{body}");
     let mut outputs = vec![vm.serial.clone()];
-    let (code, err) = vm.wait();
-    assert_eq!(code, Some(0), "kettle after save: {err}");
+    let (body, err) = vm.save_and_exit(&state);
+    assert!(body.contains("\"bytes\""), "{body}");
     assert!(err.contains("saved to"), "{err}");
     assert!(!dir.join("s0.kvs.tmp").exists());
     let mut last = check_count(&outputs);
@@ -246,11 +258,8 @@ fn a_counting_guest_is_saved_and_restored_again_and_again_without_gaps() {
         assert_eq!(code, 200, "{body}");
         assert!(body.contains("\"running\""), "{body}");
         let next = dir.join(format!("s{}.kvs", i + 1));
-        let (code, body) = vm.save(&next, false);
-        assert_eq!(code, 200, "save-state after restore {i}: {body}");
         outputs.push(vm.serial.clone());
-        let (code, err) = vm.wait();
-        assert_eq!(code, Some(0), "restore {i} ({mode}): {err}");
+        vm.save_and_exit(&next);
         let now = check_count(&outputs);
         assert!(now > last + 50, "restore {i}: count {last} -> {now}");
         last = now;
@@ -353,9 +362,7 @@ fn damaged_foreign_and_newer_states_are_refused_with_the_reason() {
     let dir = scratch("damaged");
     let vm = counting_vm(&dir, "state_damaged", "32M", 20);
     let good = dir.join("good.kvs");
-    let (code, body) = vm.save(&good, false);
-    assert_eq!(code, 200, "{body}");
-    vm.wait();
+    vm.save_and_exit(&good);
     let bytes = std::fs::read(&good).unwrap();
     let write = |name: &str, b: &[u8]| {
         let p = dir.join(name);
@@ -420,11 +427,8 @@ fn write_fixture_if_asked() {
     let vm = counting_vm(&dir, "state_fixture", "16M", 200);
     let state = dir.join(format!("{name}.kvs"));
     std::fs::create_dir_all(fixture_dir()).unwrap();
-    let (code, body) = vm.save(&state, false);
-    assert_eq!(code, 200, "{body}");
     let serial = vm.serial.clone();
-    let (code, err) = vm.wait();
-    assert_eq!(code, Some(0), "{err}");
+    vm.save_and_exit(&state);
     std::fs::copy(serial, fixture_dir().join(format!("{name}.serial"))).unwrap();
     // Kept compressed: the memory section is mostly holes, which git would store in full.
     let gz = fixture_dir().join(format!("{name}.kvs.gz"));
