@@ -392,19 +392,15 @@ impl Machine {
 
     /// Puts every device back in a saved state (before any vCPU runs).
     pub fn restore(&self, s: &MachineState) -> Result<(), String> {
-        if s.serial.len() != self.serial.len() {
-            return Err(format!(
-                "{} serial ports saved, the machine has {}",
-                s.serial.len(),
-                self.serial.len()
-            ));
-        }
-        if s.nics.len() != self.nics.len() {
-            return Err(format!(
-                "{} network cards saved, {} configured",
-                s.nics.len(),
-                self.nics.len()
-            ));
+        // Every count first, so that a mismatch leaves no device half restored.
+        for (what, saved, here) in [
+            ("serial ports", s.serial.len(), self.serial.len()),
+            ("network cards", s.nics.len(), self.nics.len()),
+            ("CD drives", s.cdroms.len(), self.cdroms.len()),
+        ] {
+            if saved != here {
+                return Err(format!("{saved} {what} saved, {here} configured"));
+            }
         }
         for (dev, st) in self.serial.iter().zip(&s.serial) {
             dev.lock().unwrap().restore(st);
@@ -420,13 +416,6 @@ impl Machine {
         self.piix4_pm.lock().unwrap().restore(&s.piix4_pm);
         let pm_io = self.piix4_pm.lock().unwrap().pm_io();
         pm_io.lock().unwrap().restore(&s.pm_io);
-        if s.cdroms.len() != self.cdroms.len() {
-            return Err(format!(
-                "{} CD drives saved, {} configured",
-                s.cdroms.len(),
-                self.cdroms.len()
-            ));
-        }
         for (cd, st) in self.cdroms.iter().zip(&s.cdroms) {
             cd.lock().unwrap().restore(st);
         }

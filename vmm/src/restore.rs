@@ -37,24 +37,15 @@ pub fn restore_config(
         return Err("--kernel, --initrd and --cmdline cannot be given with --restore: the guest is already running".into());
     }
     let parse_err = |what: &str, v: &str, e: String| format!("saved {what} {v:?}: {e}");
-    let serial = match o.serial {
-        Some(s) => s,
+    // A serial port given on the command line, else the saved one.
+    let console = |given: Option<_>, what: &str, saved: &str| match given {
+        Some(s) => Ok(s),
         None => saved
-            .serial
             .parse()
-            .map_err(|e: crate::console::ConsoleError| {
-                parse_err("serial", &saved.serial, e.to_string())
-            })?,
+            .map_err(|e: crate::console::ConsoleError| parse_err(what, saved, e.to_string())),
     };
-    let serial2 = match o.serial2 {
-        Some(s) => s,
-        None => saved
-            .serial2
-            .parse()
-            .map_err(|e: crate::console::ConsoleError| {
-                parse_err("serial2", &saved.serial2, e.to_string())
-            })?,
-    };
+    let serial = console(o.serial, "serial", &saved.serial)?;
+    let serial2 = console(o.serial2, "serial2", &saved.serial2)?;
     let lpt = match (o.lpt, &saved.lpt) {
         (Some(l), Some(_)) => Some(l),
         (None, Some(p)) => Some(LptSpec::File(p.clone())),
