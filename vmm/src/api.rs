@@ -844,29 +844,19 @@ fn ok() -> Value {
 }
 
 fn dispatch(vm: &dyn VmApi, req: &Request) -> Result<Value, ApiError> {
+    // An action without parameters: an empty (or `{}`) body, `{"ok": true}` on success.
+    let plain = |act: fn(&dyn VmApi) -> Result<(), ApiError>| {
+        parse_body::<NoFields>(&req.body)?;
+        act(vm).map(|()| ok())
+    };
     let call = || -> Result<Value, ApiError> {
         match req.route {
             Route::Status => vm.status(),
-            Route::Pause => {
-                parse_body::<NoFields>(&req.body)?;
-                vm.pause().map(|()| ok())
-            }
-            Route::Resume => {
-                parse_body::<NoFields>(&req.body)?;
-                vm.resume().map(|()| ok())
-            }
-            Route::Reset => {
-                parse_body::<NoFields>(&req.body)?;
-                vm.reset().map(|()| ok())
-            }
-            Route::PowerOff => {
-                parse_body::<NoFields>(&req.body)?;
-                vm.power_off().map(|()| ok())
-            }
-            Route::Shutdown => {
-                parse_body::<NoFields>(&req.body)?;
-                vm.shutdown().map(|()| ok())
-            }
+            Route::Pause => plain(|v| v.pause()),
+            Route::Resume => plain(|v| v.resume()),
+            Route::Reset => plain(|v| v.reset()),
+            Route::PowerOff => plain(|v| v.power_off()),
+            Route::Shutdown => plain(|v| v.shutdown()),
             Route::SaveState => {
                 let b: SaveStateBody = parse_body(&req.body)?;
                 if b.path.is_empty() {
