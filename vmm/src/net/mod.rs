@@ -412,12 +412,10 @@ impl LogLimit {
 }
 
 /// The MAC as 12 lowercase hex digits (hub socket names).
-/// Ethernet's minimum frame length without the FCS: a wire pads shorter frames to it.
-const ETH_MIN_FRAME: usize = 60;
-
 /// `frame` without the padding after its IPv4 or IPv6 packet when it is a minimum-size frame
 /// (the packet's own length field says where it ends); any other frame comes back whole.
 pub(crate) fn strip_eth_padding(frame: &[u8]) -> &[u8] {
+    use devices::tulip::spec::ETH_MIN_FRAME;
     if frame.len() > ETH_MIN_FRAME || frame.len() < 14 {
         return frame;
     }
