@@ -24,8 +24,12 @@ pub enum ConfigError {
     ReadFile { path: PathBuf, err: std::io::Error },
     #[error("config file {path}: {err}")]
     Parse { path: PathBuf, err: String },
-    #[error("no kernel given: pass --kernel PATH or set `kernel` in the config file")]
-    NoKernel,
+    #[error("{0} needs --kernel: without a kernel the BIOS boots the drives, and their boot loader chooses the kernel and its command line")]
+    NeedsKernel(&'static str),
+    #[error("--bios and --kernel exclude each other: kettle either loads the kernel itself or runs the BIOS image, which boots the drives")]
+    BiosWithKernel,
+    #[error("invalid --boot {0:?}: give a comma-separated list of disk and cdrom, e.g. cdrom,disk")]
+    BadBootOrder(String),
     #[error("{what} {path}: {err}")]
     Unreadable {
         what: &'static str,
@@ -112,6 +116,70 @@ impl fmt::Display for MemSize {
     }
 }
 
+/// A kind of drive the BIOS tries to boot from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootDevice {
+    /// The first IDE hard disk: its master boot record.
+    Disk,
+    /// The first ATAPI CD-ROM: its El Torito boot image.
+    Cdrom,
+}
+
+/// The order the BIOS tries drives in: `disk,cdrom` (the default), `cdrom,disk`, `cdrom`, ...
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootOrder(pub Vec<BootDevice>);
+
+impl Default for BootOrder {
+    fn default() -> Self {
+        Self(vec![BootDevice::Disk, BootDevice::Cdrom])
+    }
+}
+
+impl FromStr for BootOrder {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = || ConfigError::BadBootOrder(s.to_string());
+        let mut order = Vec::new();
+        for item in s.split(',').map(str::trim) {
+            let dev = match item {
+                "disk" | "hd" => BootDevice::Disk,
+                "cdrom" | "cd" => BootDevice::Cdrom,
+                _ => return Err(bad()),
+            };
+            if order.contains(&dev) {
+                return Err(bad());
+            }
+            order.push(dev);
+        }
+        Ok(Self(order))
+    }
+}
+
+impl fmt::Display for BootOrder {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let names: Vec<&str> = self
+            .0
+            .iter()
+            .map(|d| match d {
+                BootDevice::Disk => "disk",
+                BootDevice::Cdrom => "cdrom",
+            })
+            .collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// What the boot vCPU runs first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firmware<'a> {
+    /// kettle loads this Linux kernel itself and starts it in long or protected mode.
+    Kernel(&'a Path),
+    /// kettle's own BIOS, which boots the drives in the boot order.
+    Bios,
+    /// Another BIOS image (SeaBIOS), mapped below 4 GiB.
+    Image(&'a Path),
+}
+
 /// Where the parallel port's output goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LptSpec {
@@ -131,7 +199,12 @@ impl FromStr for LptSpec {
 /// Everything needed to build and run one VM.
 #[derive(Clone, Debug)]
 pub struct VmConfig {
-    pub kernel: PathBuf,
+    /// The kernel kettle loads itself; without one the BIOS boots the drives.
+    pub kernel: Option<PathBuf>,
+    /// A BIOS image to run instead of kettle's own BIOS (`--bios`).
+    pub bios: Option<PathBuf>,
+    /// The order the BIOS tries drives in (`--boot`).
+    pub boot_order: BootOrder,
     pub initrd: Option<PathBuf>,
     pub cmdline: String,
     pub memory: u64,
@@ -158,6 +231,9 @@ pub struct VmConfig {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub kernel: Option<PathBuf>,
+    pub bios: Option<PathBuf>,
+    /// The BIOS boot order, `disk,cdrom` as for `--boot`.
+    pub boot: Option<String>,
     pub initrd: Option<PathBuf>,
     pub cmdline: Option<String>,
     pub memory: Option<TomlSize>,
@@ -212,6 +288,8 @@ pub enum TomlSize {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub kernel: Option<PathBuf>,
+    pub bios: Option<PathBuf>,
+    pub boot_order: Option<BootOrder>,
     pub initrd: Option<PathBuf>,
     pub cmdline: Option<String>,
     pub memory: Option<MemSize>,
@@ -241,7 +319,10 @@ impl FileConfig {
             err: e.message().to_string(),
         })?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut cfg.kernel, &mut cfg.initrd].into_iter().flatten() {
+        for p in [&mut cfg.kernel, &mut cfg.initrd, &mut cfg.bios]
+            .into_iter()
+            .flatten()
+        {
             if p.is_relative() {
                 *p = dir.join(&*p);
             }
@@ -335,7 +416,13 @@ impl VmConfig {
             name: o.name.or(f.name),
             config_file: f.path,
             nics,
-            kernel: o.kernel.or(f.kernel).ok_or(ConfigError::NoKernel)?,
+            kernel: o.kernel.or(f.kernel),
+            bios: o.bios.or(f.bios),
+            boot_order: match (o.boot_order, f.boot) {
+                (Some(b), _) => b,
+                (None, Some(b)) => b.parse()?,
+                (None, None) => BootOrder::default(),
+            },
             initrd: o.initrd.or(f.initrd),
             cmdline: o
                 .cmdline
@@ -356,9 +443,24 @@ impl VmConfig {
 
     /// Checks everything that can be checked before touching KVM: files readable, sizes sane.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_file("kernel", &self.kernel)?;
+        match &self.kernel {
+            Some(k) => {
+                check_file("kernel", k)?;
+                if self.bios.is_some() {
+                    return Err(ConfigError::BiosWithKernel);
+                }
+            }
+            None if self.initrd.is_some() => return Err(ConfigError::NeedsKernel("--initrd")),
+            None if self.cmdline != DEFAULT_CMDLINE => {
+                return Err(ConfigError::NeedsKernel("--cmdline"))
+            }
+            None => {}
+        }
         if let Some(i) = &self.initrd {
             check_file("initrd", i)?;
+        }
+        if let Some(b) = &self.bios {
+            check_file("BIOS image", b)?;
         }
         if self.cpus == 0 {
             return Err(ConfigError::ZeroCpus);
@@ -407,6 +509,15 @@ impl VmConfig {
         Ok(())
     }
 
+    /// What the boot vCPU runs first: the kernel, a BIOS image, or kettle's BIOS.
+    pub fn firmware(&self) -> Firmware<'_> {
+        match (&self.kernel, &self.bios) {
+            (Some(k), _) => Firmware::Kernel(k),
+            (None, Some(b)) => Firmware::Image(b),
+            (None, None) => Firmware::Bios,
+        }
+    }
+
     /// What identifies this VM for default MAC addresses: its name, else its configuration
     /// file, else its first disk, else its kernel (absolute paths when they resolve).
     pub fn identity(&self) -> String {
@@ -417,7 +528,8 @@ impl VmConfig {
             .config_file
             .as_deref()
             .or(self.drives.first().map(|d| d.path.as_path()))
-            .unwrap_or(&self.kernel);
+            .or(self.kernel.as_deref())
+            .unwrap_or(Path::new("kettle"));
         let abs = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         format!("path:{}", abs.display())
     }
@@ -564,7 +676,26 @@ mod tests {
             ..Default::default()
         })
         .contains("is not a regular file"));
-        assert!(err(Overrides::default()).starts_with("no kernel given"));
+        assert!(err(Overrides {
+            initrd: Some(k.0.clone()),
+            ..Default::default()
+        })
+        .starts_with("--initrd needs --kernel"));
+        assert!(err(Overrides {
+            cmdline: Some("quiet".into()),
+            ..Default::default()
+        })
+        .starts_with("--cmdline needs --kernel"));
+        assert!(err(Overrides {
+            bios: Some(k.0.clone()),
+            ..base()
+        })
+        .starts_with("--bios and --kernel exclude each other"));
+        assert!(err(Overrides {
+            bios: Some("/nonexistent/bios.bin".into()),
+            ..Default::default()
+        })
+        .starts_with("BIOS image /nonexistent/bios.bin: No such file"));
         assert_eq!(
             err(Overrides {
                 serial: Some(SerialSpec::Stdio),
@@ -573,6 +704,39 @@ mod tests {
             }),
             "--serial and --serial2 both use stdio; give each port its own backend"
         );
+    }
+
+    #[test]
+    fn without_a_kernel_the_bios_boots_in_the_boot_order() {
+        let cfg = VmConfig::resolve(None, Overrides::default()).unwrap();
+        assert_eq!(cfg.firmware(), Firmware::Bios);
+        assert_eq!(cfg.boot_order.to_string(), "disk,cdrom");
+        let order: BootOrder = "cdrom, disk".parse().unwrap();
+        assert_eq!(order.0, vec![BootDevice::Cdrom, BootDevice::Disk]);
+        assert_eq!("cd".parse::<BootOrder>().unwrap().0, vec![BootDevice::Cdrom]);
+        for bad in ["", "floppy", "disk,disk", "disk,,cdrom"] {
+            let e = bad.parse::<BootOrder>().unwrap_err().to_string();
+            assert!(e.starts_with("invalid --boot"), "{bad}: {e}");
+        }
+        let toml = kernel_file();
+        std::fs::write(&toml.0, "boot = \"cdrom\"\nbios = \"seabios.bin\"\n").unwrap();
+        let f = FileConfig::load(&toml.0).unwrap();
+        assert_eq!(
+            f.bios.as_deref(),
+            Some(toml.0.parent().unwrap().join("seabios.bin").as_path())
+        );
+        let cfg = VmConfig {
+            bios: None,
+            ..VmConfig::resolve(
+                Some(f),
+                Overrides {
+                    bios: Some(toml.0.clone()),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        assert_eq!(cfg.boot_order.0, vec![BootDevice::Cdrom]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! threads and the event loop -> exit status.
 
 pub mod api;
+pub mod bios;
 pub mod boot;
 pub mod config;
 pub mod console;

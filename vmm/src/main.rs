@@ -27,8 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Boot a VM: a Linux kernel (bzImage, or ELF with a PVH note) with an optional initrd, on
-    /// the i440BX/PIIX4 machine. Exits 0 when the guest powers off.
+    /// Boot a VM on the i440BX/PIIX4 machine: its disks or CD through the BIOS (kettle's own, or
+    /// --bios), or a Linux kernel (bzImage, or ELF with a PVH note) kettle loads itself with
+    /// --kernel. Exits 0 when the guest powers off.
     Run(Box<RunArgs>),
     /// Create, inspect, check, convert, merge, compact and resize VHD disk images; commit or
     /// discard undo disks; make differencing clones.
@@ -55,7 +56,12 @@ mac=XX:XX:XX:XX:XX:XX sets the address [default: 00:03:FF and three bytes derive
 --name, else its config file, first disk or kernel: stable across runs]. pcap=PATH records \
 every frame both ways in a pcap file (tcpdump -r, wireshark).
 
-A TOML file takes the same settings: kernel, initrd, cmdline, memory (\"512M\" or bytes), cpus, \
+Without --kernel the machine starts in its BIOS, as a PC does: kettle's BIOS (or --bios) loads \
+the boot sector of the first hard disk, or the El Torito boot image of the CD, in the --boot \
+order, and the appliance's own boot loader (syslinux, GRUB, ISOLINUX, ...) takes over. BIOS \
+messages and text written through INT 10h appear on COM1.
+
+A TOML file takes the same settings: kernel, initrd, cmdline, bios, boot, memory (\"512M\" or bytes), cpus, \
 serial, serial2, lpt, no_reboot, disk, cdrom, undo_action, name, nic (a string or a list). \
 Paths in it are relative to the file. Flags override the file.
 
@@ -66,13 +72,23 @@ struct RunArgs {
     /// A VM configuration file (TOML).
     #[arg(value_name = "CONFIG.toml")]
     config: Option<PathBuf>,
-    /// The kernel to boot: a Linux bzImage, or an ELF kernel with a PVH entry note.
+    /// A kernel kettle loads and starts itself, skipping the BIOS: a Linux bzImage, or an ELF
+    /// kernel with a PVH entry note [default: none; the BIOS boots the drives].
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
-    /// An initial RAM disk loaded high in low memory.
+    /// Run this BIOS image instead of kettle's own BIOS, e.g. Debian's SeaBIOS
+    /// (/usr/share/seabios/bios.bin); it gets the machine's memory map, ACPI tables and boot
+    /// order through the QEMU firmware configuration interface (fw_cfg).
+    #[arg(long, value_name = "PATH")]
+    bios: Option<PathBuf>,
+    /// The order the BIOS tries drives in: a comma-separated list of disk (the first IDE hard
+    /// disk) and cdrom (the first CD, El Torito) [default: disk,cdrom].
+    #[arg(long, value_name = "ORDER")]
+    boot: Option<vmm::config::BootOrder>,
+    /// An initial RAM disk loaded high in low memory (with --kernel).
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
-    /// The kernel command line [default: console=ttyS0].
+    /// The kernel command line, with --kernel [default: console=ttyS0].
     #[arg(long, value_name = "STR")]
     cmdline: Option<String>,
     /// Guest RAM, e.g. 512M or 2G [default: 256M]. RAM past 3.5 GiB goes above 4 GiB.
@@ -215,6 +231,8 @@ fn main() -> ExitCode {
 fn run(a: RunArgs) -> Result<Option<String>, String> {
     let overrides = Overrides {
         kernel: a.kernel,
+        bios: a.bios,
+        boot_order: a.boot,
         initrd: a.initrd,
         cmdline: a.cmdline,
         memory: a.memory,

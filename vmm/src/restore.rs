@@ -36,6 +36,9 @@ pub fn restore_config(
     if o.kernel.is_some() || o.initrd.is_some() || o.cmdline.is_some() {
         return Err("--kernel, --initrd and --cmdline cannot be given with --restore: the guest is already running".into());
     }
+    if o.bios.is_some() || o.boot_order.is_some() {
+        return Err("--bios and --boot cannot be given with --restore: the guest has already booted (its BIOS comes from the state)".into());
+    }
     let parse_err = |what: &str, v: &str, e: String| format!("saved {what} {v:?}: {e}");
     // A serial port given on the command line, else the saved one.
     let console = |given: Option<_>, what: &str, saved: &str| match given {
@@ -163,6 +166,13 @@ pub fn restore_config(
 
     Ok(VmConfig {
         kernel: saved.kernel.clone(),
+        bios: saved.bios.clone(),
+        boot_order: match &saved.boot {
+            Some(b) => b
+                .parse()
+                .map_err(|e: crate::config::ConfigError| parse_err("boot order", b, e.to_string()))?,
+            None => Default::default(),
+        },
         initrd: saved.initrd.clone(),
         cmdline: saved.cmdline.clone(),
         memory: saved.memory,

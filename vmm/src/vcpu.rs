@@ -108,6 +108,8 @@ pub struct VcpuContext {
     pub run_state: Arc<RunState>,
     /// The MSRs a capture saves.
     pub msrs: Arc<Vec<u32>>,
+    /// kettle's BIOS, when the VM runs it: writes to its trap port are BIOS calls.
+    pub bios: Option<Arc<crate::bios::BiosRuntime>>,
 }
 
 /// Pausing the vCPUs: a request flag every vCPU checks after each exit, a count of parked
@@ -266,6 +268,20 @@ fn run(mut ctx: VcpuContext, page: Arc<AtomicU64>) {
             continue;
         }
         let exit = ctx.fd.run();
+        let bios_port = u16::from(firmware::bios::rom::BIOS_PORT);
+        if let (Some(bios), Ok(VcpuExit::IoOut(port, _))) = (&ctx.bios, &exit) {
+            if *port == bios_port {
+                match bios.trap(&ctx.fd, &ctx.mem) {
+                    // Not a BIOS call: nothing decodes the port, so the write goes nowhere.
+                    Ok(_) => continue,
+                    Err(e) => {
+                        let r = fault(&mut ctx, &format!("BIOS call: {e}"), None);
+                        ctx.control.stop(r);
+                        break;
+                    }
+                }
+            }
+        }
         match exit {
             Ok(VcpuExit::IoIn(port, data)) => {
                 if !ctx.io_bus.read(u64::from(port), data) && unhandled.allow() {

@@ -17,7 +17,7 @@ use vm_memory::{
 };
 
 use crate::boot::{self, EntryPoint};
-use crate::config::VmConfig;
+use crate::config::{Firmware, VmConfig};
 use crate::console::ConsoleBackend;
 use crate::control::{Control, StopReason};
 use crate::machine::{Machine, MachineHost};
@@ -258,6 +258,10 @@ pub struct Vm {
     uptime_before: std::time::Duration,
     /// The images the VM writes, for flushing and identifying them when saving.
     disks: Vec<(Arc<dyn vhd::BlockDevice>, std::path::PathBuf)>,
+    /// kettle's BIOS, when the VM runs it.
+    bios: Option<Arc<crate::bios::BiosRuntime>>,
+    /// The system ROM below 4 GiB (after `fd`: the slot goes before the memory).
+    rom: Option<crate::bios::RomMapping>,
 }
 
 /// The configuration as a saved state records it.
@@ -268,6 +272,8 @@ pub fn saved_config(cfg: &VmConfig) -> crate::snapshot::SavedConfig {
         cpus: cfg.cpus,
         name: cfg.name.clone(),
         kernel: cfg.kernel.clone(),
+        bios: cfg.bios.clone(),
+        boot: Some(cfg.boot_order.to_string()),
         initrd: cfg.initrd.clone(),
         cmdline: cfg.cmdline.clone(),
         serial: cfg.serial.to_string(),
@@ -334,24 +340,48 @@ impl Vm {
             lpt: cfg.lpt.is_some(),
         })
         .map_err(|e| boot::BootError::Acpi(e.to_string()))?;
-        vm.mem
-            .write_slice(&tables.bytes, GuestAddress(tables.base))
-            .map_err(|e| boot::BootError::Acpi(e.to_string()))?;
+        // Another BIOS image builds its own copy from fw_cfg, where this one would lie under its
+        // shadow.
+        if !matches!(cfg.firmware(), Firmware::Image(_)) {
+            vm.mem
+                .write_slice(&tables.bytes, GuestAddress(tables.base))
+                .map_err(|e| boot::BootError::Acpi(e.to_string()))?;
+        }
 
-        let e820 = arch::e820::entries(&layout);
-        let entry = boot::load(
-            &vm.mem,
-            &layout,
-            &cfg.kernel,
-            cfg.initrd.as_deref(),
-            &cfg.cmdline,
-            &e820,
-            tables.rsdp_addr,
-        )?;
+        let entry = match cfg.firmware() {
+            Firmware::Kernel(kernel) => {
+                let e820 = arch::e820::entries(&layout);
+                Some(boot::load(
+                    &vm.mem,
+                    &layout,
+                    kernel,
+                    cfg.initrd.as_deref(),
+                    &cfg.cmdline,
+                    &e820,
+                    tables.rsdp_addr,
+                )?)
+            }
+            Firmware::Bios | Firmware::Image(_) => {
+                // The ROM's copy below 1 MiB, where real-mode code runs it (the 440BX's PAM
+                // registers shadow the BIOS in RAM the same way).
+                let rom = vm.rom.as_ref().map(|r| r.bytes()).unwrap_or_default();
+                let low = rom.len().min(arch::layout::BIOS_AREA_SIZE as usize);
+                vm.mem
+                    .write_slice(
+                        &rom[rom.len() - low..],
+                        GuestAddress(arch::layout::HIGH_MEMORY_START - low as u64),
+                    )
+                    .map_err(|e| VmError::Memory(format!("copying the BIOS below 1 MiB: {e}")))?;
+                None
+            }
+        };
         for (i, vcpu) in vm.vcpus.iter().enumerate() {
             setup_lapic(vcpu)?;
             if i == 0 {
-                setup_boot_cpu(vcpu, &vm.mem, entry)?;
+                match entry {
+                    Some(entry) => setup_boot_cpu(vcpu, &vm.mem, entry)?,
+                    None => setup_reset_cpu(vcpu)?,
+                }
             }
         }
         Ok(vm)
@@ -481,6 +511,29 @@ impl Vm {
             unsafe { fd.set_user_memory_region(r) }.map_err(kvm_err("registering guest memory"))?;
         }
 
+        let rom = match rom_image(cfg)? {
+            Some(image) => {
+                let rom = crate::bios::RomMapping::new(&image)
+                    .map_err(|e| VmError::Memory(format!("mapping the BIOS ROM: {e}")))?;
+                let readonly = kvm.check_extension(Cap::ReadonlyMem);
+                if !readonly {
+                    log::debug!("this KVM has no read-only memory slots; the ROM below 4 GiB is writable");
+                }
+                let r = kvm_userspace_memory_region {
+                    slot: mem.num_regions() as u32,
+                    flags: if readonly { kvm_bindings::KVM_MEM_READONLY } else { 0 },
+                    guest_phys_addr: rom.guest_addr(),
+                    memory_size: rom.len() as u64,
+                    userspace_addr: rom.host_addr(),
+                };
+                // SAFETY: `rom` lives in `Vm` after `fd`, so the slot goes before the mapping.
+                unsafe { fd.set_user_memory_region(r) }
+                    .map_err(kvm_err("registering the BIOS ROM"))?;
+                Some(rom)
+            }
+            None => None,
+        };
+
         let control = Arc::new(Control::new().map_err(|e| VmError::Devices(e.to_string()))?);
         let io_bus = Arc::new(Bus::new());
         let mmio_bus = Arc::new(Bus::new());
@@ -526,6 +579,27 @@ impl Vm {
             })
             .collect();
 
+        let bios = match cfg.firmware() {
+            Firmware::Bios => {
+                let mut bc = firmware::bios::BiosConfig::new(&layout);
+                bc.lpt = cfg.lpt.is_some();
+                bc.hard_disks = host
+                    .drives
+                    .iter()
+                    .filter(|d| d.kind == crate::storage::DriveKind::Disk)
+                    .count()
+                    .min(4) as u8;
+                let cmos = crate::bios::BusCmos(io_bus.clone());
+                let b = firmware::bios::Bios::new(bc, Box::new(cmos));
+                Some(Arc::new(crate::bios::BiosRuntime::new(
+                    b,
+                    io_bus.clone(),
+                    &host.drives,
+                )))
+            }
+            _ => None,
+        };
+
         Ok(Self {
             _kvm: kvm,
             fd,
@@ -541,6 +615,8 @@ impl Vm {
             config: saved_config(cfg),
             uptime_before: std::time::Duration::ZERO,
             disks,
+            bios,
+            rom,
         })
     }
 
@@ -560,6 +636,7 @@ impl Vm {
                 stop: stop.clone(),
                 run_state: run_state.clone(),
                 msrs: self.msrs.clone(),
+                bios: self.bios.clone(),
             };
             match vcpu::spawn(ctx) {
                 Ok(h) => handles.push(h),
@@ -649,6 +726,44 @@ fn setup_lapic(vcpu: &VcpuFd) -> Result<(), VmError> {
     set(APIC_LVT0, MODE_EXTINT);
     set(APIC_LVT1, MODE_NMI);
     vcpu.set_lapic(&lapic).map_err(kvm_err("setting the LAPIC"))
+}
+
+/// The system ROM image the VM maps below 4 GiB: kettle's BIOS, the `--bios` image, or none
+/// for a kernel kettle loads itself.
+fn rom_image(cfg: &VmConfig) -> Result<Option<Vec<u8>>, VmError> {
+    match cfg.firmware() {
+        Firmware::Kernel(_) => Ok(None),
+        Firmware::Bios => Ok(Some(firmware::bios::rom::build())),
+        Firmware::Image(path) => {
+            let image = std::fs::read(path)
+                .map_err(|e| VmError::Memory(format!("BIOS image {}: {e}", path.display())))?;
+            const KIB64: usize = 64 << 10;
+            if image.is_empty() || image.len() % KIB64 != 0 || image.len() > (16 << 20) {
+                return Err(VmError::Memory(format!(
+                    "BIOS image {} is {} bytes; a BIOS image is a multiple of 64 KiB, at most 16 MiB",
+                    path.display(),
+                    image.len()
+                )));
+            }
+            Ok(Some(image))
+        }
+    }
+}
+
+/// The boot vCPU as a PC's processor leaves reset: real mode at F000:FFF0 with the code segment
+/// based just below 4 GiB, where the ROM's reset vector is.
+fn setup_reset_cpu(vcpu: &VcpuFd) -> Result<(), VmError> {
+    let mut sregs = vcpu.get_sregs().map_err(kvm_err("reading sregs"))?;
+    sregs.cs.selector = firmware::bios::rom::ROM_SEGMENT;
+    sregs.cs.base = 0xffff_0000;
+    sregs.cr0 &= !1;
+    vcpu.set_sregs(&sregs).map_err(kvm_err("setting sregs"))?;
+    let regs = kvm_bindings::kvm_regs {
+        rip: 0xfff0,
+        rflags: 0x2,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).map_err(kvm_err("setting registers"))
 }
 
 fn setup_boot_cpu(vcpu: &VcpuFd, mem: &GuestMemoryMmap, entry: EntryPoint) -> Result<(), VmError> {

@@ -28,7 +28,16 @@ pub struct SavedConfig {
     pub cpus: u32,
     #[serde(default)]
     pub name: Option<String>,
-    pub kernel: PathBuf,
+    /// The kernel kettle loaded itself; none for a VM booted through a BIOS (format 1 states
+    /// always have one).
+    #[serde(default)]
+    pub kernel: Option<PathBuf>,
+    /// The BIOS image the VM runs (`--bios`); none for kettle's BIOS or a kernel boot.
+    #[serde(default)]
+    pub bios: Option<PathBuf>,
+    /// The BIOS boot order, as `--boot` takes it.
+    #[serde(default)]
+    pub boot: Option<String>,
     #[serde(default)]
     pub initrd: Option<PathBuf>,
     pub cmdline: String,
