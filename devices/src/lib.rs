@@ -7,6 +7,7 @@
 
 pub mod bus;
 pub mod dma;
+pub mod fw_cfg;
 pub mod i440bx;
 pub mod i8042;
 pub mod ide;

@@ -222,12 +222,15 @@ impl ConfigSpace {
 
     /// Declares BAR `index` as an I/O BAR of `size` bytes (a power of two, at least 4): bit 0
     /// reads 1 and the address bits above the size are writable, so that writing all ones reads
-    /// back the size the way PCI 3.0 section 6.2.5.1 describes.
+    /// back the size the way PCI 3.0 section 6.2.5.1 describes. All 32 address bits are
+    /// writable, as QEMU's are: PCI allows hardwiring bits 31:16 to zero, but SeaBIOS sizes an
+    /// I/O BAR from all 32 bits and takes such a BAR for a 4 GiB one (a guest can only reach
+    /// ports below 64 KiB either way).
     pub fn add_io_bar(&mut self, index: usize, size: u32) {
         let offset = Self::bar_offset(index);
         let size = size.max(4).next_power_of_two();
         self.set_u32(offset, spec::BAR_IO_SPACE);
-        self.set_writable_u32(offset, !(size - 1) & 0xffff);
+        self.set_writable_u32(offset, !(size - 1));
     }
 
     /// Declares BAR `index` as a 32-bit memory BAR of `size` bytes (a power of two, at least 16).
@@ -589,7 +592,7 @@ mod tests {
         let mut c = Dummy::new().0;
         assert_eq!(c.read_dword(0x20), 1);
         c.write(0x20, &0xffff_ffffu32.to_le_bytes());
-        assert_eq!(c.read_dword(0x20), 0x0000_fff1);
+        assert_eq!(c.read_dword(0x20), 0xffff_fff1);
         c.write(0x20, &0xc001u32.to_le_bytes());
         assert_eq!(c.bar_address(4), 0xc000);
         let mut m = ConfigSpace::new(1, 2, 0, 0);

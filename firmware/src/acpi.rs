@@ -16,11 +16,15 @@
 //! ACPI is always enabled (the FADT has no SMI command port), so the PIIX4 PM model must read
 //! SCI_EN as 1 in PM1a_CNT from reset.
 //!
+//! For SeaBIOS, [`loader`] hands the same tables over as QEMU does: fw_cfg files plus a
+//! linker/loader script with which the firmware places them itself.
+//!
 //! The FADT is revision 3 (244 bytes, ACPI 2.0) rather than the 276-byte revision 6 the
 //! `acpi_tables` builder produces: it is the layout the ACPI 2.0 generation of OSes (Windows XP /
 //! Server 2003) was written against, the one QEMU's i440FX also uses, and Linux takes it as is.
 
 mod dsdt;
+pub mod loader;
 
 use acpi_tables::facs::FACS;
 use acpi_tables::fadt::{FADTBuilder, Flags};
@@ -53,7 +57,7 @@ pub struct AcpiConfig<'a> {
 /// The built tables: `bytes` go to guest-physical `base`; the RSDP is at `rsdp_addr`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AcpiTables {
-    /// Guest-physical address of `bytes[0]`, always [`ACPI_START`].
+    /// Guest-physical address of `bytes[0]`: [`ACPI_START`] from [`build`].
     pub base: u64,
     /// The image, at most [`ACPI_SIZE`] bytes.
     pub bytes: Vec<u8>,
@@ -73,6 +77,11 @@ pub enum AcpiError {
          at {base:#x}"
     )]
     TooLarge { size: usize, limit: u64, base: u64 },
+    #[error(
+        "the ACPI tables cannot be described to the firmware's linker/loader: {0} (a bug in \
+         kettle's table builder)"
+    )]
+    Link(String),
 }
 
 /// Most vCPUs the tables describe: APIC IDs 0..=253 and the IOAPIC at 254.
@@ -176,11 +185,23 @@ impl Image {
 /// Builds the RSDP, RSDT, XSDT, FADT, FACS, DSDT and MADT for `cfg` as one image for
 /// [`ACPI_START`].
 pub fn build(cfg: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
+    build_at(cfg, ACPI_START)
+}
+
+/// Like [`build`], for an image at guest-physical `base`: a multiple of 64 below 4 GiB minus
+/// [`ACPI_SIZE`], so that every table keeps its alignment and the RSDT's 32-bit entries hold
+/// the addresses.
+pub fn build_at(cfg: &AcpiConfig, base: u64) -> Result<AcpiTables, AcpiError> {
     if cfg.cpus == 0 || cfg.cpus > MAX_CPUS {
         return Err(AcpiError::CpuCount(cfg.cpus));
     }
+    if !base.is_multiple_of(spec::FACS_ALIGN as u64) || base + ACPI_SIZE > arch::layout::FOUR_GIB {
+        return Err(AcpiError::Link(format!(
+            "image base {base:#x} is not 64-byte aligned below 4 GiB"
+        )));
+    }
     let mut image = Image {
-        base: ACPI_START,
+        base,
         // The RSDP goes first; it is written last, once the RSDT and XSDT have addresses.
         bytes: vec![0; spec::RSDP_LEN],
     };
@@ -200,7 +221,7 @@ pub fn build(cfg: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
     );
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     for table in [fadt, madt] {
-        // Everything sits below 1 MiB, so the 32-bit RSDT entries hold the same addresses.
+        // The image sits below 4 GiB, so the 32-bit RSDT entries hold the same addresses.
         rsdt.append(table as u32);
         xsdt.add_entry(table);
     }
@@ -213,7 +234,7 @@ pub fn build(cfg: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
         return Err(AcpiError::TooLarge {
             size: image.bytes.len(),
             limit: ACPI_SIZE,
-            base: ACPI_START,
+            base,
         });
     }
     log::debug!(

@@ -204,3 +204,149 @@ pub fn run_kettle(elf: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let _ = std::fs::remove_file(&serial);
     (status.code(), out, stderr)
 }
+
+/// The real-mode prelude of a boot-sector guest ([`boot_disk`]): it starts at 0000:7C00 as a
+/// BIOS leaves it, saves DL (the boot drive) at `boot_drive`, sets DS = ES = SS = 0 and a stack
+/// below 0x7C00, then jumps to `main`. Output goes through the BIOS (INT 10h teletype, which the
+/// BIOS mirrors to COM1):
+/// - `puts LABEL`: a NUL-terminated string;
+/// - `putc`: %al; `puthex16`: %ax as 4 hex digits; `puthex8`: %al as 2;
+/// - `poweroff`: ACPI S5 through the PIIX4 PM1 control register (kettle exits 0), after three
+///   timer ticks (which also proves the BIOS's timer interrupt runs).
+const BOOT_PRELUDE: &str = r#"
+    .code16
+    .set PM1_CNT, 0x604
+    .section .text
+    .globl _start
+_start:
+    cli
+    xor %ax, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    mov $0x7c00, %sp
+    mov %dl, boot_drive
+    sti
+    jmp main
+
+    .macro puts label
+    mov $\label, %si
+    call _puts
+    .endm
+
+    .macro poweroff
+    jmp _poweroff
+    .endm
+
+# Lets three timer ticks pass first (a BIOS may hold console output back until its timer
+# interrupt: SeaBIOS's serial console does), then powers off.
+_poweroff:
+    sti
+    mov $3, %cx
+1:  hlt
+    loop 1b
+    mov $PM1_CNT, %dx
+    mov $0x2000, %ax
+    out %ax, %dx
+1:  hlt
+    jmp 1b
+
+putc:
+    push %ax
+    push %bx
+    mov $0x0e, %ah
+    xor %bx, %bx
+    int $0x10
+    pop %bx
+    pop %ax
+    ret
+
+_puts:
+    push %ax
+1:  lodsb
+    test %al, %al
+    jz 2f
+    call putc
+    jmp 1b
+2:  pop %ax
+    ret
+
+puthex16:
+    push %ax
+    mov %ah, %al
+    call puthex8
+    pop %ax
+puthex8:
+    push %ax
+    shr $4, %al
+    call 1f
+    pop %ax
+1:  push %ax
+    and $0xf, %al
+    add $'0', %al
+    cmp $'9', %al
+    jbe 2f
+    add $('a' - '9' - 1), %al
+2:  call putc
+    pop %ax
+    ret
+
+boot_drive: .byte 0
+"#;
+
+const BOOT_LINKER_SCRIPT: &str = r#"
+ENTRY(_start)
+SECTIONS {
+    . = 0x7c00;
+    .text : { *(.text) *(.rodata*) *(.data*) }
+    /DISCARD/ : { *(.comment) *(.eh_frame) *(.note*) }
+}
+"#;
+
+/// Assembles `body` (16-bit code that must define `main`) after [`BOOT_PRELUDE`] into a boot
+/// sector (at most 510 bytes, then 0x55 0xAA).
+pub fn boot_sector(name: &str, body: &str) -> Vec<u8> {
+    let dir = scratch_dir();
+    let src = dir.join(format!("{name}.S"));
+    let obj = dir.join(format!("{name}.o"));
+    let bin = dir.join(format!("{name}.bin"));
+    let ld = dir.join("boot.ld");
+    std::fs::write(&src, format!("{BOOT_PRELUDE}\n{body}\n")).unwrap();
+    std::fs::write(&ld, BOOT_LINKER_SCRIPT).unwrap();
+    run(
+        Command::new("as").arg("--32").arg("-o").arg(&obj).arg(&src),
+        "as",
+    );
+    run(
+        Command::new("ld")
+            .args(["-m", "elf_i386", "-nostdlib", "--oformat", "binary", "-T"])
+            .arg(&ld)
+            .arg("-o")
+            .arg(&bin)
+            .arg(&obj),
+        "ld",
+    );
+    let mut code = std::fs::read(&bin).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        code.len() <= 510,
+        "boot sector {name} is {} bytes; at most 510 fit before the signature",
+        code.len()
+    );
+    code.resize(510, 0);
+    code.extend_from_slice(&[0x55, 0xaa]);
+    code
+}
+
+/// A raw disk image in a scratch directory: `sector0`, then `rest`, zero-padded to `size`
+/// bytes. Remove it with [`remove`].
+pub fn raw_disk(name: &str, sector0: &[u8], rest: &[u8], size: u64) -> PathBuf {
+    let dir = scratch_dir();
+    let path = dir.join(format!("{name}.img"));
+    let mut data = sector0.to_vec();
+    data.extend_from_slice(rest);
+    assert!(data.len() as u64 <= size, "disk {name} is too small");
+    data.resize(size as usize, 0);
+    std::fs::write(&path, data).unwrap();
+    path
+}

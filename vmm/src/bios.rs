@@ -13,12 +13,90 @@ use std::sync::{Arc, Mutex};
 
 use devices::Bus;
 use firmware::bios::rom::{self, Trap};
-use firmware::bios::{Bios, Cmos, GuestMem, MemError, RealModeRegs};
+use firmware::bios::{
+    Bios, BiosDisk, BiosError, Cmos, DiskKind, GuestMem, IoPorts, MemError, RealModeRegs,
+};
 use kvm_bindings::{kvm_regs, kvm_sregs};
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::storage::{DriveKind, OpenDrive};
+
+/// The I/O bus as the BIOS reaches it: the same ports a guest's `in` and `out` reach (the
+/// in-kernel PIC and PIT are not on it; the ROM programs those itself).
+pub struct BusPorts<'a>(pub &'a Bus);
+
+impl IoPorts for BusPorts<'_> {
+    fn inb(&mut self, port: u16) -> u8 {
+        let mut v = [0xffu8];
+        self.0.read(u64::from(port), &mut v);
+        v[0]
+    }
+
+    fn outb(&mut self, port: u16, value: u8) {
+        self.0.write(u64::from(port), &[value]);
+    }
+
+    fn inl(&mut self, port: u16) -> u32 {
+        let mut v = [0xffu8; 4];
+        self.0.read(u64::from(port), &mut v);
+        u32::from_le_bytes(v)
+    }
+
+    fn outl(&mut self, port: u16, value: u32) {
+        self.0.write(u64::from(port), &value.to_le_bytes());
+    }
+}
+
+/// An IDE drive's image as the BIOS reads and writes it.
+struct DriveDisk {
+    kind: DiskKind,
+    backend: Arc<dyn vhd::BlockDevice>,
+}
+
+impl BiosDisk for DriveDisk {
+    fn kind(&self) -> DiskKind {
+        self.kind
+    }
+
+    fn sectors(&self) -> u64 {
+        self.backend.sectors()
+    }
+
+    fn read_only(&self) -> bool {
+        self.kind == DiskKind::Cdrom || self.backend.read_only()
+    }
+
+    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), String> {
+        self.backend.read(lba, buf).map_err(|e| e.to_string())
+    }
+
+    fn write(&self, lba: u64, data: &[u8]) -> Result<(), String> {
+        self.backend.write(lba, data).map_err(|e| e.to_string())
+    }
+
+    fn flush(&self) -> Result<(), String> {
+        self.backend.flush().map_err(|e| e.to_string())
+    }
+}
+
+/// The BIOS's drives: each IDE position's image, `None` where the position is empty.
+pub fn bios_disks(drives: &[OpenDrive]) -> Vec<Option<Box<dyn BiosDisk>>> {
+    let mut disks: Vec<Option<Box<dyn BiosDisk>>> = (0..4).map(|_| None).collect();
+    for d in drives {
+        let index = usize::from(d.slot.channel) * 2 + usize::from(d.slot.device);
+        if let Some(place) = disks.get_mut(index) {
+            *place = Some(Box::new(DriveDisk {
+                kind: match d.kind {
+                    DriveKind::Disk => DiskKind::HardDisk,
+                    DriveKind::Cdrom => DiskKind::Cdrom,
+                },
+                backend: d.backend.clone(),
+            }));
+        }
+    }
+    disks
+}
 
 /// The bytes of `out 0xEC, al`.
 const OUT_BIOS_PORT: [u8; 2] = [0xe6, rom::BIOS_PORT];
@@ -62,7 +140,8 @@ impl Cmos for BusCmos {
     fn write(&mut self, index: u8, value: u8) {
         self.0
             .write(u64::from(arch::layout::RTC_PORT), &[index & 0x7f]);
-        self.0.write(u64::from(arch::layout::RTC_PORT) + 1, &[value]);
+        self.0
+            .write(u64::from(arch::layout::RTC_PORT) + 1, &[value]);
     }
 }
 
@@ -79,21 +158,15 @@ pub enum TrapOutcome {
 pub struct BiosRuntime {
     bios: Mutex<Bios>,
     io_bus: Arc<Bus>,
-    /// The drives the BIOS boots from, in IDE order.
-    drives: Vec<(DriveKind, Arc<dyn vhd::BlockDevice>)>,
     /// Rate limit for the log of services that failed on guest addresses.
     errors: Mutex<u64>,
 }
 
 impl BiosRuntime {
-    pub fn new(bios: Bios, io_bus: Arc<Bus>, drives: &[OpenDrive]) -> Self {
+    pub fn new(bios: Bios, io_bus: Arc<Bus>) -> Self {
         Self {
             bios: Mutex::new(bios),
             io_bus,
-            drives: drives
-                .iter()
-                .map(|d| (d.kind, d.backend.clone()))
-                .collect(),
             errors: Mutex::new(0),
         }
     }
@@ -104,7 +177,9 @@ impl BiosRuntime {
         if sregs.cr0 & CR0_PE != 0 || sregs.cs.selector != rom::ROM_SEGMENT {
             return Ok(TrapOutcome::NotACall);
         }
-        let mut kregs = fd.get_regs().map_err(|e| format!("reading registers: {e}"))?;
+        let mut kregs = fd
+            .get_regs()
+            .map_err(|e| format!("reading registers: {e}"))?;
         let cs_base = sregs.cs.base;
         let ip = kregs.rip as u16;
         let out_at = |ip: u16| {
@@ -128,55 +203,23 @@ impl BiosRuntime {
         regs.ip = after;
         let before = regs;
         let mut ram = RamView(mem);
+        let mut io = BusPorts(&self.io_bus);
         let result = {
             let mut bios = self.bios.lock().unwrap();
             match trap {
-                Trap::Post => self.post(&mut bios, &mut ram, &mut regs),
-                Trap::Interrupt(vector) => {
-                    let io = self.io_bus.clone();
-                    let mut out = |ch: u8| {
-                        io.write(u64::from(arch::layout::COM1_PORT), &[ch]);
-                    };
-                    bios.handle(vector, &mut regs, &mut ram, &mut out)
-                }
+                Trap::Post => bios.post(&mut ram, &mut regs, &mut io),
+                Trap::Interrupt(vector) => bios.handle(vector, &mut regs, &mut ram, &mut io),
             }
         };
-        if let Err(e) = result {
-            self.log_error(&e.to_string());
+        match result {
+            Ok(()) => {}
+            Err(e @ BiosError::NoBootDevice { .. }) => {
+                log::warn!("the BIOS found nothing to boot: {e}; the VM waits (the guest's console says so too)");
+            }
+            Err(e) => self.log_error(&e.to_string()),
         }
         write_back(fd, &mut kregs, &sregs, &before, &regs)?;
         Ok(TrapOutcome::Serviced)
-    }
-
-    fn post(
-        &self,
-        bios: &mut Bios,
-        ram: &mut RamView,
-        regs: &mut RealModeRegs,
-    ) -> Result<(), firmware::bios::BiosError> {
-        let sector = self.first_disk_sector();
-        let r = bios.post(ram, regs, sector.as_ref());
-        if let Err(e) = &r {
-            let msg = format!("kettle BIOS: {e}\r\n");
-            for b in msg.bytes() {
-                self.io_bus
-                    .write(u64::from(arch::layout::COM1_PORT), &[b]);
-            }
-            log::warn!("the BIOS found nothing to boot ({e}); the VM waits");
-        }
-        r
-    }
-
-    fn first_disk_sector(&self) -> Option<[u8; 512]> {
-        let (_, disk) = self.drives.iter().find(|(k, _)| *k == DriveKind::Disk)?;
-        let mut s = [0u8; 512];
-        match disk.read(0, &mut s) {
-            Ok(()) => Some(s),
-            Err(e) => {
-                log::warn!("BIOS: reading the boot sector: {e}");
-                None
-            }
-        }
     }
 
     fn log_error(&self, msg: &str) {
@@ -243,9 +286,11 @@ fn write_back(
             seg.selector = sel;
             seg.base = u64::from(sel) << 4;
         }
-        fd.set_sregs(&s).map_err(|e| format!("writing sregs: {e}"))?;
+        fd.set_sregs(&s)
+            .map_err(|e| format!("writing sregs: {e}"))?;
     }
-    fd.set_regs(k).map_err(|e| format!("writing registers: {e}"))
+    fd.set_regs(k)
+        .map_err(|e| format!("writing registers: {e}"))
 }
 
 /// The ROM below 4 GiB: host memory of its own, registered as a (read-only where KVM can) memory

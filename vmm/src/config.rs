@@ -28,7 +28,9 @@ pub enum ConfigError {
     NeedsKernel(&'static str),
     #[error("--bios and --kernel exclude each other: kettle either loads the kernel itself or runs the BIOS image, which boots the drives")]
     BiosWithKernel,
-    #[error("invalid --boot {0:?}: give a comma-separated list of disk and cdrom, e.g. cdrom,disk")]
+    #[error(
+        "invalid --boot {0:?}: give a comma-separated list of disk and cdrom, e.g. cdrom,disk"
+    )]
     BadBootOrder(String),
     #[error("{what} {path}: {err}")]
     Unreadable {
@@ -713,7 +715,10 @@ mod tests {
         assert_eq!(cfg.boot_order.to_string(), "disk,cdrom");
         let order: BootOrder = "cdrom, disk".parse().unwrap();
         assert_eq!(order.0, vec![BootDevice::Cdrom, BootDevice::Disk]);
-        assert_eq!("cd".parse::<BootOrder>().unwrap().0, vec![BootDevice::Cdrom]);
+        assert_eq!(
+            "cd".parse::<BootOrder>().unwrap().0,
+            vec![BootDevice::Cdrom]
+        );
         for bad in ["", "floppy", "disk,disk", "disk,,cdrom"] {
             let e = bad.parse::<BootOrder>().unwrap_err().to_string();
             assert!(e.starts_with("invalid --boot"), "{bad}: {e}");

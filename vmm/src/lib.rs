@@ -20,6 +20,7 @@ pub mod machine;
 pub mod net;
 pub mod nic;
 pub mod restore;
+pub mod seabios;
 pub mod snapshot;
 pub mod snapshot_disks;
 pub mod storage;

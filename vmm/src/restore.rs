@@ -168,9 +168,9 @@ pub fn restore_config(
         kernel: saved.kernel.clone(),
         bios: saved.bios.clone(),
         boot_order: match &saved.boot {
-            Some(b) => b
-                .parse()
-                .map_err(|e: crate::config::ConfigError| parse_err("boot order", b, e.to_string()))?,
+            Some(b) => b.parse().map_err(|e: crate::config::ConfigError| {
+                parse_err("boot order", b, e.to_string())
+            })?,
             None => Default::default(),
         },
         initrd: saved.initrd.clone(),

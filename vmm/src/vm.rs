@@ -517,11 +517,17 @@ impl Vm {
                     .map_err(|e| VmError::Memory(format!("mapping the BIOS ROM: {e}")))?;
                 let readonly = kvm.check_extension(Cap::ReadonlyMem);
                 if !readonly {
-                    log::debug!("this KVM has no read-only memory slots; the ROM below 4 GiB is writable");
+                    log::debug!(
+                        "this KVM has no read-only memory slots; the ROM below 4 GiB is writable"
+                    );
                 }
                 let r = kvm_userspace_memory_region {
                     slot: mem.num_regions() as u32,
-                    flags: if readonly { kvm_bindings::KVM_MEM_READONLY } else { 0 },
+                    flags: if readonly {
+                        kvm_bindings::KVM_MEM_READONLY
+                    } else {
+                        0
+                    },
                     guest_phys_addr: rom.guest_addr(),
                     memory_size: rom.len() as u64,
                     userspace_addr: rom.host_addr(),
@@ -547,6 +553,10 @@ impl Vm {
             mem: Arc::new(crate::guest_dma::GuestRam(mem.clone())),
         })
         .map_err(VmError::Devices)?;
+
+        if let Firmware::Image(_) = cfg.firmware() {
+            add_fw_cfg(cfg, host, &layout, &io_bus, &mem)?;
+        }
 
         let mut vcpus = Vec::new();
         let mut cpuids = Vec::new();
@@ -583,19 +593,19 @@ impl Vm {
             Firmware::Bios => {
                 let mut bc = firmware::bios::BiosConfig::new(&layout);
                 bc.lpt = cfg.lpt.is_some();
-                bc.hard_disks = host
-                    .drives
+                bc.boot_order = cfg
+                    .boot_order
+                    .0
                     .iter()
-                    .filter(|d| d.kind == crate::storage::DriveKind::Disk)
-                    .count()
-                    .min(4) as u8;
+                    .map(|d| match d {
+                        crate::config::BootDevice::Disk => firmware::bios::BootDevice::Disk,
+                        crate::config::BootDevice::Cdrom => firmware::bios::BootDevice::Cdrom,
+                    })
+                    .collect();
                 let cmos = crate::bios::BusCmos(io_bus.clone());
-                let b = firmware::bios::Bios::new(bc, Box::new(cmos));
-                Some(Arc::new(crate::bios::BiosRuntime::new(
-                    b,
-                    io_bus.clone(),
-                    &host.drives,
-                )))
+                let disks = crate::bios::bios_disks(&host.drives);
+                let b = firmware::bios::Bios::new(bc, Box::new(cmos), disks);
+                Some(Arc::new(crate::bios::BiosRuntime::new(b, io_bus.clone())))
             }
             _ => None,
         };
@@ -734,20 +744,71 @@ fn rom_image(cfg: &VmConfig) -> Result<Option<Vec<u8>>, VmError> {
     match cfg.firmware() {
         Firmware::Kernel(_) => Ok(None),
         Firmware::Bios => Ok(Some(firmware::bios::rom::build())),
-        Firmware::Image(path) => {
-            let image = std::fs::read(path)
-                .map_err(|e| VmError::Memory(format!("BIOS image {}: {e}", path.display())))?;
-            const KIB64: usize = 64 << 10;
-            if image.is_empty() || image.len() % KIB64 != 0 || image.len() > (16 << 20) {
-                return Err(VmError::Memory(format!(
-                    "BIOS image {} is {} bytes; a BIOS image is a multiple of 64 KiB, at most 16 MiB",
-                    path.display(),
-                    image.len()
-                )));
-            }
-            Ok(Some(image))
-        }
+        Firmware::Image(path) => crate::seabios::load_image(path)
+            .map(Some)
+            .map_err(VmError::Memory),
     }
+}
+
+/// The QEMU firmware configuration device another BIOS image (SeaBIOS) reads the machine from:
+/// memory map, ACPI tables, CPU count and boot order (see [`crate::seabios`]).
+fn add_fw_cfg(
+    cfg: &VmConfig,
+    host: &HostResources,
+    layout: &MemoryLayout,
+    io_bus: &Bus,
+    mem: &GuestMemoryMmap,
+) -> Result<(), VmError> {
+    use crate::config::BootDevice;
+    use crate::seabios::{IdePosition, SeabiosConfig};
+    let mut drives: Vec<_> = host.drives.iter().collect();
+    drives.sort_by_key(|d| (d.slot.channel, d.slot.device));
+    let boot_order: Vec<IdePosition> = cfg
+        .boot_order
+        .0
+        .iter()
+        .filter_map(|want| {
+            let kind = match want {
+                BootDevice::Disk => crate::storage::DriveKind::Disk,
+                BootDevice::Cdrom => crate::storage::DriveKind::Cdrom,
+            };
+            drives.iter().find(|d| d.kind == kind).map(|d| IdePosition {
+                channel: d.slot.channel,
+                device: d.slot.device,
+            })
+        })
+        .collect();
+    let sc = SeabiosConfig {
+        layout,
+        cpus: cfg.cpus as u8,
+        lpt: cfg.lpt.is_some(),
+        boot_order: &boot_order,
+        serial_console: true,
+        boot_fail_reboot_ms: None,
+        geometry: &[],
+    };
+    let files = crate::seabios::fw_cfg_files(&sc)
+        .map_err(|e| VmError::Devices(format!("fw_cfg files: {e}")))?;
+    let dev = devices::fw_cfg::FwCfg::new(
+        Arc::new(crate::guest_dma::GuestRam(mem.clone())),
+        crate::seabios::fw_cfg_items(&sc),
+        files,
+    )
+    .map_err(|e| VmError::Devices(format!("fw_cfg: {e}")))?;
+    io_bus
+        .insert(
+            u64::from(devices::fw_cfg::spec::IO_BASE),
+            devices::fw_cfg::spec::IO_LEN,
+            Arc::new(Mutex::new(dev)),
+        )
+        .map_err(|e| VmError::Devices(format!("fw_cfg: {e}")))?;
+    io_bus
+        .insert(
+            u64::from(crate::seabios::DEBUG_PORT),
+            1,
+            Arc::new(Mutex::new(crate::seabios::DebugConsole::default())),
+        )
+        .map_err(|e| VmError::Devices(format!("firmware debug port: {e}")))
 }
 
 /// The boot vCPU as a PC's processor leaves reset: real mode at F000:FFF0 with the code segment

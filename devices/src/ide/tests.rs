@@ -557,7 +557,7 @@ fn pci_identity_and_firmware_state() {
     assert_eq!(r.cfg_read(0x00), 0x7111_8086);
     assert_eq!(r.cfg_read(0x08), 0x0101_8001);
     r.cfg_write(0x20, &[0xff; 4]);
-    assert_eq!(r.cfg_read(0x20), 0xfff1);
+    assert_eq!(r.cfg_read(0x20), 0xffff_fff1);
     r.cfg_write(0x20, &0xc000u32.to_le_bytes());
     // Timing registers keep their writable bits.
     r.cfg_write(0x40, &0xffffu16.to_le_bytes());

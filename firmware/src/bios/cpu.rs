@@ -29,6 +29,16 @@ pub trait GuestMem {
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemError>;
 }
 
+/// I/O ports as the BIOS reaches them (the VMM implements it over its I/O bus). Services use it
+/// for COM1 (console output and serial keyboard input), the i8042's data port (INT 09h) and
+/// PCI configuration mechanism 1 (INT 1Ah AH=B1h). A port nothing decodes reads as all ones.
+pub trait IoPorts {
+    fn inb(&mut self, port: u16) -> u8;
+    fn outb(&mut self, port: u16, value: u8);
+    fn inl(&mut self, port: u16) -> u32;
+    fn outl(&mut self, port: u16, value: u32);
+}
+
 /// The vCPU's registers as a real-mode BIOS service sees them.
 ///
 /// The general registers are kept whole (32 bits): INT 15h E820 reads and returns EAX, EBX, ECX
@@ -178,6 +188,16 @@ impl<'a> RealMem<'a> {
             self.mem.write(addr, &data[at..at + n])?;
         }
         Ok(())
+    }
+
+    /// Reads guest-physical memory directly (a flat buffer address, a disk transfer).
+    pub fn read_phys(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        self.mem.read(addr, buf)
+    }
+
+    /// Writes guest-physical memory directly.
+    pub fn write_phys(&mut self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        self.mem.write(addr, data)
     }
 
     pub fn read_u8(&self, seg: u16, off: u16) -> Result<u8, MemError> {

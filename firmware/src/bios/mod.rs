@@ -12,7 +12,8 @@
 //! 1. checks that CS is [`rom::ROM_SEGMENT`] and asks [`rom::trap_at`] what the IP means (a
 //!    stray guest write to the port from anywhere else is not a BIOS call and is ignored);
 //! 2. reads the vCPU's registers into a [`RealModeRegs`] and calls [`Bios::handle`] (or
-//!    [`Bios::post`] for the reset vector's trap) with a [`GuestMem`] view of guest RAM;
+//!    [`Bios::post`] for the reset vector's trap) with a [`GuestMem`] view of guest RAM and an
+//!    [`IoPorts`] view of its I/O bus;
 //! 3. writes every register of the [`RealModeRegs`] back, including IP: a hardware interrupt
 //!    handler moves IP to a ROM tail that acknowledges the interrupt controller before `iret`.
 //!
@@ -22,39 +23,70 @@
 //! Nothing here touches KVM: the services see registers and a memory trait, so they are unit
 //! tested on plain byte arrays.
 //!
+//! # Services that wait, and services that boot
+//!
+//! A service never blocks inside the VMM: INT 16h's "wait for a key" moves IP to a ROM tail
+//! ([`rom::KBD_WAIT`]) that halts until the next interrupt and then calls the service again, so
+//! the VMM can pause, save or stop the vCPU while the guest waits. INT 18h and 19h (and POST) may
+//! replace every register: they start the boot code, or park the vCPU in the POST stub's `hlt`
+//! loop when nothing boots.
+//!
+//! # What the VMM provides
+//!
+//! - [`GuestMem`]: guest RAM (every access fallible, never partial);
+//! - [`IoPorts`]: the I/O bus, for COM1 (console output, serial keyboard input), the i8042's
+//!   data port and PCI configuration mechanism 1;
+//! - [`Cmos`]: the RTC's registers;
+//! - [`BiosDisk`]: the IDE drives, by IDE position, for INT 13h and booting (see [`Bios::new`]).
+//!
 //! # Modules
 //!
 //! - [`rom`]: the ROM image, its fixed addresses and the trap-IP decoder;
 //! - [`cpu`]: real-mode registers, segment:offset addressing with the 1 MiB wrap, the stacked
-//!   FLAGS;
-//! - `services`: [`Bios`], the INT 08h/10h/11h/12h/15h/1Ah services;
-//! - `post`: [`Bios::post`], the IVT, BIOS data area and EBDA, and the hand-off to the boot
-//!   sector;
-//! - [`spec`]: the numbers of the PC/AT BIOS interface (BIOS data area layout, FLAGS bits, the
-//!   CMOS registers the services read).
+//!   FLAGS, the memory and port traits;
+//! - `services`: [`Bios`] and its dispatch, the INT 08h/11h/12h/15h/1Ah services;
+//! - `video`: INT 10h, text output to COM1 and the text buffer;
+//! - `disk`: [`BiosDisk`] and INT 13h (CHS, EDD 3.0, El Torito no-emulation CD-ROM);
+//! - `boot`: boot device selection (hard disk, El Torito CD-ROM), INT 18h/19h;
+//! - `keyboard`: INT 09h and INT 16h, the i8042 and the serial console as keyboards;
+//! - `pci`: INT 1Ah AH=B1h, the PCI BIOS;
+//! - `post`: [`Bios::post`], the IVT, BIOS data area and EBDA, then the boot;
+//! - [`spec`]: the numbers of the interfaces (BIOS data area layout, FLAGS bits, CMOS
+//!   registers, INT 13h/EDD/El Torito structures, scancodes, PCI BIOS codes).
 
+mod boot;
 pub mod cpu;
+mod disk;
+mod keyboard;
+mod pci;
 mod post;
 pub mod rom;
 mod services;
 pub mod spec;
 #[cfg(test)]
 mod tests;
+mod video;
 
-pub use cpu::{Call, GuestMem, MemError, RealMem, RealModeRegs};
+pub use boot::{
+    BootAttempt, BootDevice, BootFailure, BOOT_SECTOR_ADDR, BOOT_SECTOR_LEN, BOOT_SIGNATURE,
+};
+pub use cpu::{Call, GuestMem, IoPorts, MemError, RealMem, RealModeRegs};
+pub use disk::{BiosDisk, DiskKind};
 pub use services::{Bios, BiosConfig, Cmos};
 
 /// What the BIOS could not do.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BiosError {
-    /// POST found no boot sector to load.
-    #[error("no bootable device")]
-    NoBootDevice,
-    /// The boot sector does not end in the 0x55 0xAA signature.
-    #[error(
-        "no bootable device: the boot sector ends in {found:#06x}, not the boot signature 0xaa55"
-    )]
-    NoBootSignature { found: u16 },
+    /// No device of the boot order booted; the console has shown why.
+    #[error("no bootable device{}", boot::describe(attempts))]
+    NoBootDevice { attempts: Vec<BootAttempt> },
+    /// A disk image failed a read or write INT 13h asked for; the guest got the error status.
+    #[error("BIOS INT 13h drive {drive:#04x}, sector {lba}: {message}")]
+    Disk {
+        drive: u8,
+        lba: u64,
+        message: String,
+    },
     /// A guest-controlled address (a buffer, the stack) was not RAM. The service reported the
     /// failure to the guest where it could (CF set); the VMM only logs this and resumes.
     #[error("BIOS INT {vector:02x}h AX={ax:#06x}: {source}")]
@@ -64,8 +96,8 @@ pub enum BiosError {
         #[source]
         source: MemError,
     },
-    /// POST could not write the IVT, BIOS data area or boot sector (guest RAM too small or not
-    /// mapped below 1 MiB).
+    /// POST could not write the IVT, BIOS data area or EBDA (guest RAM too small or not mapped
+    /// below 1 MiB).
     #[error("BIOS POST: {0}")]
     PostMemory(#[source] MemError),
 }

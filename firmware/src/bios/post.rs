@@ -1,39 +1,31 @@
 //! POST, the power-on self test, as far as kettle's BIOS needs one: the state an operating
-//! system's boot loader expects to find in low memory, and the hand-off to the boot sector.
+//! system's boot loader expects to find in low memory, and the hand-off to the boot code.
 //!
-//! The VMM runs [`Bios::post`] when the reset vector's trap fires (at power-on and after every
-//! guest reset). It writes:
+//! The reset vector's ROM code programs the interrupt controllers and the timer
+//! ([`rom::POST_INIT_BYTES`]) and then traps; the VMM runs [`Bios::post`] (at power-on and after
+//! every guest reset). It writes:
 //!
 //! - the interrupt vector table at 0000:0000, every vector pointing at its ROM stub (the fixed
 //!   PC/AT entry point where there is one) and the data vectors at their tables
 //!   ([`rom::ivt_entry`]);
 //! - the BIOS data area at 0040:0000 (IBM PC/AT Technical Reference; Ralf Brown's MEMORY.LST):
 //!   COM1/COM2/LPT1 bases, the equipment word, 639 KiB of conventional memory, the EBDA segment,
-//!   the keyboard buffer, video mode 3 (80x25 colour text) and the tick count, set from the RTC
-//!   as the PC/AT's POST does so DOS's clock starts right;
+//!   the keyboard buffer, video mode 3 (80x25 colour text), the number of hard disks and the
+//!   tick count, set from the RTC as the PC/AT's POST does so DOS's clock starts right;
 //! - a 1 KiB extended BIOS data area at 0x9FC00, just below 640 KiB, which e820 reserves;
-//! - the boot sector at 0000:7C00, after checking its 0x55 0xAA signature.
+//! - a blank text screen (where the buffer is RAM);
 //!
-//! and leaves the registers a boot sector starts with: CS:IP = 0000:7C00, DL the boot drive,
-//! SS:SP = 0000:7C00 (the stack grows down below the boot sector), DS = ES = 0, interrupts
-//! enabled.
-//!
-//! Reading the boot sector is the caller's job (it needs the disk models): `post` takes the
-//! sector, or `None` when there is nothing to boot. Then, or when the signature is missing,
-//! `post` still writes the tables, leaves the registers alone (the vCPU stays in the POST stub's
-//! `hlt` loop) and returns the error for the VMM to print.
+//! and then runs the boot selection (`boot`): the first device of the boot order that boots
+//! leaves the registers its boot code starts with. When none does, the console says why, the
+//! registers are left alone (the vCPU stays in the POST stub's `hlt` loop) and `post` returns
+//! [`BiosError::NoBootDevice`] for the VMM to report as well.
 
-use super::cpu::{GuestMem, RealModeRegs};
+use super::cpu::{GuestMem, IoPorts, RealMem, RealModeRegs};
 use super::rom;
-use super::spec::{self, bda, ebda, equipment, flags, video};
+use super::spec::{self, bda, ebda, equipment, kbd, video};
+use super::video::clear_buffer;
 use super::{Bios, BiosError};
 use arch::layout::{COM1_PORT, COM2_PORT, EBDA_START, LPT1_PORT};
-
-/// Where a boot sector is loaded and started: 0000:7C00.
-pub const BOOT_SECTOR_ADDR: u64 = 0x7c00;
-pub const BOOT_SECTOR_LEN: usize = 512;
-/// The last two bytes of a bootable sector: 0x55, 0xAA.
-pub const BOOT_SIGNATURE: u16 = 0xaa55;
 
 impl Bios {
     /// The equipment word: x87, PS/2 mouse, 80x25 colour, two serial ports, LPT1 if present.
@@ -45,36 +37,22 @@ impl Bios {
             | (u16::from(self.config.lpt) << equipment::PARALLEL_SHIFT)
     }
 
-    /// Runs POST (see the module docs) and, with a bootable `boot_sector`, sets `regs` to start
-    /// it.
+    /// Runs POST (see the module docs): writes the tables and, if a device of the boot order
+    /// boots, sets `regs` to start its boot code. Console output goes to COM1 through `io`.
     pub fn post(
         &mut self,
         mem: &mut dyn GuestMem,
         regs: &mut RealModeRegs,
-        boot_sector: Option<&[u8; BOOT_SECTOR_LEN]>,
+        io: &mut dyn IoPorts,
     ) -> Result<(), BiosError> {
         self.write_ivt(mem).map_err(BiosError::PostMemory)?;
         self.write_bda(mem).map_err(BiosError::PostMemory)?;
         write_ebda(mem).map_err(BiosError::PostMemory)?;
-
-        let sector = boot_sector.ok_or(BiosError::NoBootDevice)?;
-        let found = u16::from_le_bytes([sector[510], sector[511]]);
-        if found != BOOT_SIGNATURE {
-            return Err(BiosError::NoBootSignature { found });
-        }
-        mem.write(BOOT_SECTOR_ADDR, sector)
-            .map_err(BiosError::PostMemory)?;
-
-        *regs = RealModeRegs {
-            edx: u32::from(self.config.boot_drive),
-            cs: 0,
-            ip: BOOT_SECTOR_ADDR as u16,
-            ss: 0,
-            esp: BOOT_SECTOR_ADDR as u32,
-            flags: u32::from(flags::IF | flags::RESERVED_1),
-            ..Default::default()
-        };
-        Ok(())
+        self.serial_keys = Default::default();
+        self.booted = None;
+        let mut mem = RealMem::new(mem, self.a20);
+        clear_buffer(&mut mem).map_err(BiosError::PostMemory)?;
+        self.boot(&mut mem, io, regs, 0)
     }
 
     fn write_ivt(&self, mem: &mut dyn GuestMem) -> Result<(), super::MemError> {
@@ -112,7 +90,8 @@ impl Bios {
         word(bda::CHAR_HEIGHT, video::CHAR_HEIGHT);
         b[usize::from(bda::VIDEO_MODE)] = video::MODE;
         b[usize::from(bda::VIDEO_ROWS)] = video::ROWS - 1;
-        b[usize::from(bda::HARD_DISKS)] = self.config.hard_disks;
+        b[usize::from(bda::HARD_DISKS)] = self.hard_disk_count();
+        b[usize::from(bda::KBD_STATUS_3)] = kbd::ENHANCED_KEYBOARD;
         let ticks = self.ticks_since_midnight();
         b[usize::from(bda::TICKS)..usize::from(bda::TICKS) + 4]
             .copy_from_slice(&ticks.to_le_bytes());

@@ -21,8 +21,9 @@
 //! | 0100-04FF | [`STUBS`]: stub N at `STUBS + 4*N`, N = 00h-FFh |
 //! | 0500 | [`CONFIG_TABLE`]: the system configuration table INT 15h AH=C0h points at |
 //! | 0520-054F | interrupt-acknowledge tails a hardware interrupt's service returns through ([`TIMER_TAIL`], [`EOI_MASTER`], [`EOI_SLAVE`], [`RTC_TAIL`]) |
-//! | 0550-DFFF | free (for the MP, $PIR and SMBIOS tables, disk parameter tables) |
-//! | E05B | [`POST_STUB`]: `out BIOS_PORT, al; hlt; jmp short` back to the `hlt`, where the reset vector jumps |
+//! | 0550-0555 | [`KBD_WAIT`]: `sti; hlt; cli; jmp` back to the INT 16h stub, where a key wait idles |
+//! | 0556-DFFF | free (for the MP, $PIR and SMBIOS tables, disk parameter tables) |
+//! | E05B | [`POST_STUB`]: program the 8259s and the 8254 ([`POST_INIT_BYTES`]), then `out BIOS_PORT, al; hlt; jmp short` back to the `hlt`, where the reset vector jumps |
 //! | E2C3 ... FEA5 | the IBM PC/AT fixed entry points ([`FIXED_ENTRY_POINTS`]), each a stub for its vector |
 //! | EFC7 | [`DISKETTE_TABLE`], the diskette parameter table INT 1Eh points at |
 //! | FF53 | [`DUMMY_IRET`]: a lone `iret`, as on the PC/AT |
@@ -118,13 +119,54 @@ const RTC_TAIL_BYTES: [u8; 15] = [
     0x50, 0xb0, 0x0c, 0xe6, 0x70, 0xe4, 0x71, 0xb0, 0x20, 0xe6, 0xa0, 0xe6, 0x20, 0x58, IRET,
 ];
 
-/// Where the reset vector jumps: the PC/AT's POST entry point F000:E05B. Its `out` asks the VMM
-/// to run POST, which points CS:IP at the boot sector; the `hlt` loop after it is reached only
-/// when there is nothing to boot.
+/// INT 16h's "wait for a key" when the buffer is empty: the service leaves every register as
+/// the caller set it and moves IP here. `sti; hlt` idles the vCPU until an interrupt (the 18.2 Hz
+/// timer at the latest, or the keyboard's IRQ 1, whose INT 09h fills the buffer); `cli` restores
+/// the interrupt state a service runs in, and the `jmp` re-enters the INT 16h stub, whose `out`
+/// traps again with the caller's AX and the caller's frame still on the stack. The wait never
+/// blocks inside the VMM, so the vCPU can be paused or stopped while a guest waits for a key.
+pub const KBD_WAIT: u16 = 0x0550;
+const STI: u8 = 0xfb;
+const CLI: u8 = 0xfa;
+const JMP_NEAR: u8 = 0xe9;
+
+fn kbd_wait_bytes() -> [u8; 6] {
+    // The rel16 of `jmp near` counts from the end of the instruction.
+    let rel = entry_point(0x16).wrapping_sub(KBD_WAIT + 6).to_le_bytes();
+    [STI, HLT, CLI, JMP_NEAR, rel[0], rel[1]]
+}
+
+/// Where the reset vector jumps: the PC/AT's POST entry point F000:E05B. It programs the
+/// interrupt controllers and the timer ([`POST_INIT_BYTES`]), which the VMM cannot reach with
+/// port writes of its own when they live in KVM. Its `out` then asks the VMM to run POST, which
+/// points CS:IP at the boot code; the `hlt` loop after it is reached only when there is nothing
+/// to boot.
 pub const POST_STUB: u16 = 0xe05b;
-/// The trap IP of [`POST_STUB`].
-pub const POST_TRAP_IP: u16 = POST_STUB + TRAP_OFFSET;
-const POST_STUB_BYTES: [u8; 5] = [OUT_IMM8_AL, BIOS_PORT, HLT, JMP_SHORT, 0xfd]; // jmp to hlt
+/// The hardware set-up POST's `out` follows, as the PC/AT BIOS does it (8259A and 8254
+/// datasheets):
+///
+/// - both 8259s: ICW1 edge-triggered cascade with ICW4; ICW2 vector bases 08h and 70h (the
+///   vectors the IVT's IRQ stubs expect); ICW3 the slave on IRQ 2; ICW4 8086 mode; then the
+///   masks: IRQ 0 (timer), 1 (keyboard) and 2 (cascade) open, the rest closed until an
+///   operating system opens them;
+/// - the 8254's counter 0: mode 3, divisor 65536, the 18.2 Hz tick of INT 08h, which also wakes
+///   [`KBD_WAIT`].
+pub const POST_INIT_BYTES: [u8; 48] = [
+    0xfa, 0xfc, // cli; cld
+    0xb0, 0x11, 0xe6, 0x20, 0xe6, 0xa0, // ICW1 to both
+    0xb0, 0x08, 0xe6, 0x21, // ICW2 master: vectors 08h-0Fh
+    0xb0, 0x70, 0xe6, 0xa1, // ICW2 slave: vectors 70h-77h
+    0xb0, 0x04, 0xe6, 0x21, // ICW3 master: a slave on IRQ 2
+    0xb0, 0x02, 0xe6, 0xa1, // ICW3 slave: cascade identity 2
+    0xb0, 0x01, 0xe6, 0x21, 0xe6, 0xa1, // ICW4: 8086 mode
+    0xb0, 0xf8, 0xe6, 0x21, // OCW1 master: IRQ 0-2 unmasked
+    0xb0, 0xff, 0xe6, 0xa1, // OCW1 slave: all masked
+    0xb0, 0x36, 0xe6, 0x43, // 8254: counter 0, LSB then MSB, mode 3
+    0x30, 0xc0, 0xe6, 0x40, 0xe6, 0x40, // divisor 0 = 65536
+];
+/// The trap IP of [`POST_STUB`]; also the address of its `hlt`.
+pub const POST_TRAP_IP: u16 = POST_STUB + POST_INIT_BYTES.len() as u16 + TRAP_OFFSET;
+const POST_TRAP_BYTES: [u8; 5] = [OUT_IMM8_AL, BIOS_PORT, HLT, JMP_SHORT, 0xfd]; // jmp to hlt
 
 /// The diskette parameter table (INT 1Eh) at its PC/AT address F000:EFC7: the values for a
 /// 1.44 MB 3.5" drive: step rate/head unload, head load/DMA, motor-off delay, 512-byte sectors,
@@ -271,7 +313,9 @@ pub fn build() -> Vec<u8> {
     rom.put(EOI_MASTER, &EOI_MASTER_BYTES);
     rom.put(EOI_SLAVE, &EOI_SLAVE_BYTES);
     rom.put(RTC_TAIL, &RTC_TAIL_BYTES);
-    rom.put(POST_STUB, &POST_STUB_BYTES);
+    rom.put(KBD_WAIT, &kbd_wait_bytes());
+    rom.put(POST_STUB, &POST_INIT_BYTES);
+    rom.put(POST_STUB + POST_INIT_BYTES.len() as u16, &POST_TRAP_BYTES);
     for (_, at) in FIXED_ENTRY_POINTS {
         rom.stub(at);
     }
@@ -311,12 +355,71 @@ mod tests {
         assert_eq!(at(&rom, 0xfff0, 5), &[0xea, 0x5b, 0xe0, 0x00, 0xf0]);
         assert_eq!(at(&rom, 0xfff5, 8), b"11/01/26");
         assert_eq!(rom[0xfffe], 0xfc);
-        // out 0ECh, al; hlt; jmp short back to the hlt.
-        assert_eq!(at(&rom, 0xe05b, 5), &[0xe6, 0xec, 0xf4, 0xeb, 0xfd]);
-        let jmp_next = 0xe05b + 5;
-        assert_eq!(jmp_next + i32::from(0xfdu8 as i8), 0xe05b + 2);
-        assert_eq!(trap_at(0xe05d), Some(Trap::Post));
-        assert_eq!(vector_of_stub(0xe05d), None);
+        // The hardware set-up, then out 0ECh, al; hlt; jmp short back to the hlt.
+        assert_eq!(at(&rom, 0xe05b, 2), &[0xfa, 0xfc]);
+        let out = 0xe05b + POST_INIT_BYTES.len() as u16;
+        assert_eq!(at(&rom, out, 5), &[0xe6, 0xec, 0xf4, 0xeb, 0xfd]);
+        let jmp_next = i32::from(out) + 5;
+        assert_eq!(jmp_next + i32::from(0xfdu8 as i8), i32::from(out) + 2);
+        assert_eq!(POST_TRAP_IP, out + 2);
+        assert_eq!(
+            rom[usize::from(POST_TRAP_IP)],
+            0xf4,
+            "the trap IP is the hlt"
+        );
+        assert_eq!(trap_at(POST_TRAP_IP), Some(Trap::Post));
+        assert_eq!(vector_of_stub(POST_TRAP_IP), None);
+        // The set-up stays clear of the NMI entry point.
+        const { assert!(POST_TRAP_IP + 3 < 0xe2c3) };
+    }
+
+    #[test]
+    fn post_programs_the_pics_and_the_timer() {
+        // (port, value) pairs of the `mov al, imm8; out imm8, al` sequence.
+        let mut writes = Vec::new();
+        let mut al = 0u8;
+        let code = &POST_INIT_BYTES;
+        let mut i = 2;
+        while i < code.len() {
+            match code[i] {
+                0xb0 => al = code[i + 1],
+                0x30 => al = 0,
+                0xe6 => writes.push((code[i + 1], al)),
+                b => panic!("unexpected opcode {b:#x}"),
+            }
+            i += 2;
+        }
+        assert_eq!(
+            writes,
+            [
+                (0x20, 0x11),
+                (0xa0, 0x11),
+                (0x21, 0x08),
+                (0xa1, 0x70),
+                (0x21, 0x04),
+                (0xa1, 0x02),
+                (0x21, 0x01),
+                (0xa1, 0x01),
+                (0x21, 0xf8),
+                (0xa1, 0xff),
+                (0x43, 0x36),
+                (0x40, 0x00),
+                (0x40, 0x00),
+            ]
+        );
+    }
+
+    #[test]
+    fn key_wait_idles_and_reenters_the_int16_stub() {
+        let rom = build();
+        assert_eq!(at(&rom, KBD_WAIT, 4), &[0xfb, 0xf4, 0xfa, 0xe9]);
+        let rel = u16::from_le_bytes([
+            rom[usize::from(KBD_WAIT) + 4],
+            rom[usize::from(KBD_WAIT) + 5],
+        ]);
+        let target = (KBD_WAIT + 6).wrapping_add(rel);
+        assert_eq!(target, entry_point(0x16));
+        assert_eq!(vector_of_stub(target + 2), Some(0x16));
     }
 
     #[test]

@@ -1,17 +1,20 @@
-//! The BIOS services: what INT 08h, 10h, 11h, 12h, 15h and 1Ah do, run in Rust on the caller's
-//! registers when the vector's ROM stub traps into the VMM.
+//! The BIOS services: what INT 08h, 09h, 10h-1Ah do, run in Rust on the caller's registers when
+//! the vector's ROM stub traps into the VMM. This file holds [`Bios`] itself, the dispatch, and
+//! the system (INT 11h, 12h, 15h) and clock (INT 08h, 1Ah) services; the others have their own
+//! modules (`disk`, `boot`, `keyboard`, `video`, `pci`).
 //!
 //! Register conventions are those of the IBM PC/AT BIOS as Ralf Brown's interrupt list records
 //! them; the E820 call follows the ACPI specification's "INT 15H, E820H - Query System Address
-//! Map". kettle has no video adapter: INT 10h keeps the
-//! cursor in the BIOS data area as a colour text adapter's BIOS would and hands every character
-//! to the VMM's console (`out`), which shows it on the VGA text buffer and COM1.
+//! Map".
 //!
 //! A service reports failure the BIOS way (CF set, an error code in AH). When a guest-supplied
 //! buffer or the guest's stack is not RAM, the service reports what it can to the guest and
 //! returns [`BiosError::Memory`] for the VMM to log; it never panics.
 
-use super::cpu::{Call, GuestMem, RealModeRegs};
+use super::boot::{BootDevice, CdBoot};
+use super::cpu::{Call, GuestMem, IoPorts, RealModeRegs};
+use super::disk::{BiosDisk, Drive};
+use super::keyboard::SerialKeys;
 use super::rom;
 use super::spec::{self, bda, cmos, e820 as smap};
 use super::BiosError;
@@ -35,30 +38,37 @@ pub struct BiosConfig {
     pub e820: Vec<E820Entry>,
     /// Whether LPT1 is present (COM1 and COM2 always are).
     pub lpt: bool,
-    /// Fixed disks, for the BIOS data area.
-    pub hard_disks: u8,
-    /// DL for the boot sector: 0x80 for the first fixed disk.
-    pub boot_drive: u8,
+    /// The devices POST (and INT 19h) try to boot from, in order (`--boot disk,cdrom`).
+    pub boot_order: Vec<BootDevice>,
 }
 
 impl BiosConfig {
-    /// The configuration for `layout`: its e820 map, no LPT, no disks yet, boot from 0x80.
+    /// The configuration for `layout`: its e820 map, no LPT, boot from the first hard disk,
+    /// then the first CD-ROM.
     pub fn new(layout: &MemoryLayout) -> Self {
         Self {
             e820: arch::e820::entries(layout),
             lpt: false,
-            hard_disks: 0,
-            boot_drive: 0x80,
+            boot_order: vec![BootDevice::Disk, BootDevice::Cdrom],
         }
     }
 }
 
-/// kettle's BIOS: its configuration and the state it keeps between calls.
+/// kettle's BIOS: its configuration, its drives and the state it keeps between calls.
 pub struct Bios {
     pub(super) config: BiosConfig,
     pub(super) cmos: Box<dyn Cmos>,
     /// Whether the guest's real-mode addresses reach above 1 MiB (see [`Bios::set_a20`]).
     pub(super) a20: bool,
+    /// The drives INT 13h serves, in IDE order, each with its drive number.
+    pub(super) drives: Vec<Drive>,
+    /// What the serial console's input decoder has seen of an escape sequence.
+    pub(super) serial_keys: SerialKeys,
+    /// The index in `config.boot_order` of the device that booted last (INT 18h goes on after
+    /// it).
+    pub(super) booted: Option<usize>,
+    /// The El Torito boot in effect (INT 13h AX=4B01h reports it).
+    pub(super) cd_boot: Option<CdBoot>,
 }
 
 impl std::fmt::Debug for Bios {
@@ -66,6 +76,9 @@ impl std::fmt::Debug for Bios {
         f.debug_struct("Bios")
             .field("config", &self.config)
             .field("a20", &self.a20)
+            .field("drives", &self.drives)
+            .field("booted", &self.booted)
+            .field("cd_boot", &self.cd_boot)
             .finish_non_exhaustive()
     }
 }
@@ -76,13 +89,27 @@ fn to_bcd(v: u8) -> u8 {
 }
 
 impl Bios {
-    /// A BIOS for `config`, reading the clock from `cmos`. A20 starts enabled: KVM does not mask
-    /// address line 20, so that is what the CPU sees too.
-    pub fn new(config: BiosConfig, cmos: Box<dyn Cmos>) -> Self {
+    /// A BIOS for `config`, reading the clock from `cmos` and serving `disks`.
+    ///
+    /// `disks` is indexed by IDE position: 0 primary master, 1 primary slave, 2 secondary
+    /// master, 3 secondary slave (further entries would be a third channel and so on); `None`
+    /// is an empty position. Hard disks get the drive numbers 80h, 81h, ... and CD-ROMs E0h,
+    /// E1h, ... in that order; the position is what AH=48h's device path and AX=4B01h's
+    /// controller index report. A20 starts enabled: KVM does not mask address line 20, so that
+    /// is what the CPU sees too.
+    pub fn new(
+        config: BiosConfig,
+        cmos: Box<dyn Cmos>,
+        disks: Vec<Option<Box<dyn BiosDisk>>>,
+    ) -> Self {
         Self {
             config,
             cmos,
             a20: true,
+            drives: Drive::number(disks),
+            serial_keys: SerialKeys::default(),
+            booted: None,
+            cd_boot: None,
         }
     }
 
@@ -100,24 +127,30 @@ impl Bios {
         self.a20
     }
 
-    /// Runs the service of `vector` for the caller whose registers are `regs`. Characters INT 10h
-    /// writes go to `out`. On return the VMM writes `regs` back to the vCPU, IP included.
+    /// Runs the service of `vector` for the caller whose registers are `regs`, reaching devices
+    /// through `io` (COM1, the i8042, PCI configuration space). On return the VMM writes `regs`
+    /// back to the vCPU, IP included: a hardware interrupt returns through a ROM tail that
+    /// acknowledges the PIC, a key wait idles in [`rom::KBD_WAIT`], and INT 18h/19h start the
+    /// boot code or park the vCPU in the POST stub's `hlt` loop.
     ///
-    /// An error means a guest address was not RAM; the guest has been told where the service
-    /// has an error return. The VMM logs it (rate-limited) and resumes the vCPU either way.
+    /// An error is for the VMM to log (rate-limited); the registers are valid either way and the
+    /// vCPU resumes. It means a guest address was not RAM ([`BiosError::Memory`]; the guest has
+    /// been told where the service has an error return), a disk image failed
+    /// ([`BiosError::Disk`]), or INT 18h/19h found nothing to boot.
     pub fn handle(
         &mut self,
         vector: u8,
         regs: &mut RealModeRegs,
         mem: &mut dyn GuestMem,
-        out: &mut dyn FnMut(u8),
+        io: &mut dyn IoPorts,
     ) -> Result<(), BiosError> {
         let ax = regs.ax();
         let mut call = Call::new(regs, mem, self.a20);
         let result = match vector {
             0x08 => self.int08_timer(&mut call),
-            // IRQ 1-7 with no service yet: acknowledge so lower-priority lines keep working.
-            0x09..=0x0f => {
+            0x09 => self.int09_keyboard(&mut call, io),
+            // IRQ 2-7 with no service: acknowledge so lower-priority lines keep working.
+            0x0a..=0x0f => {
                 call.regs.ip = rom::EOI_MASTER;
                 Ok(())
             }
@@ -129,7 +162,7 @@ impl Bios {
                 call.regs.ip = rom::EOI_SLAVE;
                 Ok(())
             }
-            0x10 => self.int10_video(&mut call, out),
+            0x10 => self.int10_video(&mut call, io),
             // INT 11h and 12h: the BIOS data area's equipment word and conventional memory
             // size.
             0x11 => call
@@ -140,7 +173,12 @@ impl Bios {
                 .mem
                 .read_u16(bda::SEGMENT, bda::MEMORY_KIB)
                 .map(|v| call.regs.set_ax(v)),
+            0x13 => return self.int13_disk(&mut call),
             0x15 => self.int15_system(&mut call),
+            0x16 => self.int16_keyboard(&mut call, io),
+            0x18 => return self.int18_boot_failure(&mut call, io),
+            0x19 => return self.int19_bootstrap(&mut call, io),
+            0x1a if call.regs.ah() == spec::pci::FUNCTION_ID => self.int1a_pci(&mut call, io),
             0x1a => self.int1a_time(&mut call),
             _ => {
                 log::debug!("BIOS: INT {vector:02x}h AX={ax:#06x} has no service");
@@ -160,65 +198,6 @@ impl Bios {
             call.mem.write_u8(bda::SEGMENT, bda::MIDNIGHT, 1)
         } else {
             call.mem.write_u32(bda::SEGMENT, bda::TICKS, ticks)
-        }
-    }
-
-    // ---- INT 10h ---------------------------------------------------------------------------
-
-    fn int10_video(&mut self, call: &mut Call, out: &mut dyn FnMut(u8)) -> VResult {
-        let regs = &mut *call.regs;
-        match regs.ah() {
-            // AH=01h set cursor shape: CH start, CL end scan line.
-            0x01 => {
-                let cx = regs.cx();
-                call.mem.write_u16(bda::SEGMENT, bda::CURSOR_TYPE, cx)
-            }
-            // AH=02h set cursor position: BH page, DH row, DL column.
-            0x02 => {
-                let (page, row, col) = (regs.bh(), regs.dh(), regs.dl());
-                set_cursor(call, page, row, col)
-            }
-            // AH=03h get cursor position and shape.
-            0x03 => {
-                let page = regs.bh();
-                let (row, col) = cursor(call, page)?;
-                let shape = call.mem.read_u16(bda::SEGMENT, bda::CURSOR_TYPE)?;
-                call.regs.set_dh(row);
-                call.regs.set_dl(col);
-                call.regs.set_cx(shape);
-                Ok(())
-            }
-            // AH=05h select active page.
-            0x05 => {
-                let page = regs.al() % spec::video::PAGES;
-                let size = call.mem.read_u16(bda::SEGMENT, bda::VIDEO_PAGE_SIZE)?;
-                call.mem.write_u8(bda::SEGMENT, bda::ACTIVE_PAGE, page)?;
-                let start = size.wrapping_mul(u16::from(page));
-                call.mem
-                    .write_u16(bda::SEGMENT, bda::VIDEO_PAGE_START, start)
-            }
-            // AH=0Eh teletype output: AL character, on the active page.
-            0x0e => {
-                let ch = regs.al();
-                let page = active_page(call)?;
-                teletype(call, page, ch, out)
-            }
-            // AH=0Fh get video mode: AL mode, AH columns, BH active page.
-            0x0f => {
-                let mode = call.mem.read_u8(bda::SEGMENT, bda::VIDEO_MODE)?;
-                let cols = call.mem.read_u16(bda::SEGMENT, bda::VIDEO_COLUMNS)?;
-                let page = active_page(call)?;
-                call.regs.set_al(mode);
-                call.regs.set_ah(cols.min(0xff) as u8);
-                call.regs.set_bh(page);
-                Ok(())
-            }
-            // AH=13h write string.
-            0x13 => write_string(call, out),
-            other => {
-                log::debug!("BIOS: INT 10h AH={other:02x}h is not implemented");
-                Ok(())
-            }
         }
     }
 
@@ -482,80 +461,4 @@ impl Bios {
     }
 }
 
-type VResult = Result<(), super::MemError>;
-
-fn active_page(call: &Call) -> Result<u8, super::MemError> {
-    Ok(call.mem.read_u8(bda::SEGMENT, bda::ACTIVE_PAGE)? % spec::video::PAGES)
-}
-
-/// The (row, column) of `page`'s cursor.
-fn cursor(call: &Call, page: u8) -> Result<(u8, u8), super::MemError> {
-    let off = bda::CURSOR_POS + 2 * u16::from(page % spec::video::PAGES);
-    let [col, row] = call.mem.read_u16(bda::SEGMENT, off)?.to_le_bytes();
-    Ok((row, col))
-}
-
-fn set_cursor(call: &mut Call, page: u8, row: u8, col: u8) -> VResult {
-    let off = bda::CURSOR_POS + 2 * u16::from(page % spec::video::PAGES);
-    call.mem
-        .write_u16(bda::SEGMENT, off, u16::from_le_bytes([col, row]))
-}
-
-/// The text screen's (rows, columns) from the BIOS data area, never zero.
-fn screen_size(call: &Call) -> Result<(u16, u16), super::MemError> {
-    let cols = call.mem.read_u16(bda::SEGMENT, bda::VIDEO_COLUMNS)?;
-    let rows = u16::from(call.mem.read_u8(bda::SEGMENT, bda::VIDEO_ROWS)?) + 1;
-    let cols = if cols == 0 {
-        spec::video::COLUMNS
-    } else {
-        cols
-    };
-    Ok((rows, cols))
-}
-
-/// Writes `ch` as a teletype on `page`: BEL, BS, LF and CR act on the cursor, everything else is
-/// shown and advances it, wrapping at the end of the line; a line feed on the last row scrolls
-/// (the cursor stays on it). Characters for a page that is not shown do not reach `out`.
-fn teletype(call: &mut Call, page: u8, ch: u8, out: &mut dyn FnMut(u8)) -> VResult {
-    let (rows, cols) = screen_size(call)?;
-    let (row, col) = cursor(call, page)?;
-    let (mut row, mut col) = (u16::from(row).min(rows - 1), u16::from(col).min(cols - 1));
-    match ch {
-        0x07 => {}
-        0x08 => col = col.saturating_sub(1),
-        0x0a => row += 1,
-        0x0d => col = 0,
-        _ => {
-            col += 1;
-            if col >= cols {
-                col = 0;
-                row += 1;
-            }
-        }
-    }
-    if page == active_page(call)? {
-        out(ch);
-    }
-    let row = row.min(rows - 1).min(0xff) as u8;
-    set_cursor(call, page, row, col.min(0xff) as u8)
-}
-
-/// INT 10h AH=13h: AL bit 0 leaves the cursor after the string, bit 1 says the string alternates
-/// characters and attributes; BH page, CX length, DH/DL where to start, ES:BP the string.
-fn write_string(call: &mut Call, out: &mut dyn FnMut(u8)) -> VResult {
-    let regs = &*call.regs;
-    let (mode, page, count) = (regs.al(), regs.bh(), usize::from(regs.cx()));
-    let (row, col, es, bp) = (regs.dh(), regs.dl(), regs.es, regs.bp());
-    let stride = if mode & 0x02 != 0 { 2 } else { 1 };
-    let mut text = vec![0; count * stride];
-    call.mem.read(es, bp, &mut text)?;
-    let saved = cursor(call, page)?;
-    set_cursor(call, page, row, col)?;
-    for ch in text.iter().step_by(stride) {
-        teletype(call, page, *ch, out)?;
-    }
-    if mode & 0x01 == 0 {
-        set_cursor(call, page, saved.0, saved.1)?;
-    }
-    Ok(())
-}
+pub(super) type VResult = Result<(), super::MemError>;
