@@ -7,13 +7,15 @@
 # test suite assembles its small guest programs), QEMU for the nested test host, busybox,
 # cpio/kmod/xz/zstd for building initramfs images, qemu-utils and libvhdi-utils (independent
 # VHD tools the tests check kettle's files against), passt (user-mode networking for the NIC) and
-# tcpdump (reads the pcap files kettle writes). Checks that cargo is there and
+# tcpdump (reads the pcap files kettle writes), and the boot loaders and image tools that
+# build-boot-images.sh needs (syslinux, syslinux-common, isolinux, grub-pc-bin, mtools,
+# dosfstools, fdisk, xorriso). Checks that cargo is there and
 # says how to get it when it is not. Safe to run again: it does nothing when all is present.
 set -euo pipefail
 
 need_pkgs=()
 want() { # want COMMAND PACKAGE
-    command -v "$1" >/dev/null 2>&1 || need_pkgs+=("$2")
+    command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] || need_pkgs+=("$2")
 }
 want gcc gcc
 want as binutils
@@ -33,6 +35,16 @@ want curl curl
 want passt passt
 want tcpdump tcpdump
 [ -x /bin/busybox ] || need_pkgs+=(busybox-static)
+# Boot images (resources/build-boot-images.sh). mkfs.fat and sfdisk are in /usr/sbin.
+want syslinux syslinux
+want mcopy mtools
+want mkfs.fat dosfstools
+want sfdisk fdisk
+want grub-mkimage grub-pc-bin
+[ -f /usr/lib/syslinux/mbr/mbr.bin ] || need_pkgs+=(syslinux-common)
+[ -f /usr/lib/syslinux/modules/bios/ldlinux.c32 ] || need_pkgs+=(syslinux-common)
+[ -f /usr/lib/ISOLINUX/isolinux.bin ] || need_pkgs+=(isolinux)
+[ -f /usr/lib/grub/i386-pc/boot.img ] || need_pkgs+=(grub-pc-bin)
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     sudo=""
