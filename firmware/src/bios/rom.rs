@@ -269,10 +269,18 @@ pub fn entry_point(vector: u8) -> u16 {
 pub fn ivt_entry(vector: u8) -> (u16, u16) {
     match vector {
         0x1e => (ROM_SEGMENT, DISKETTE_TABLE),
+        // The hooks the BIOS itself calls for software to take over (Ctrl-Break, the user
+        // timer tick INT 08h calls 18.2 times a second, the RTC alarm) start as a bare `iret`,
+        // as on the PC/AT: a trap into the VMM would do nothing, at a cost.
+        v if USER_HOOKS.contains(&v) => (ROM_SEGMENT, DUMMY_IRET),
         v if DATA_VECTORS.contains(&v) => (0, 0),
         v => (ROM_SEGMENT, entry_point(v)),
     }
 }
+
+/// Vectors that start out pointing at [`DUMMY_IRET`]: INT 1Bh (Ctrl-Break), 1Ch (user timer
+/// tick), 4Ah (user RTC alarm).
+pub const USER_HOOKS: [u8; 3] = [0x1b, 0x1c, 0x4a];
 
 /// The image under construction; every byte may be placed once.
 struct Image {
