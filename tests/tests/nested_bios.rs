@@ -175,7 +175,7 @@ fn booted(name: &str, banner: &str) {
     let log = || {
         out()
             .lines()
-            .filter(|l| l.starts_with(&format!("{name}")))
+            .filter(|l| l.starts_with(name))
             .collect::<Vec<_>>()
             .join("\n")
     };
