@@ -7,10 +7,14 @@
 # cargo 1.80 or newer, on the PATH):
 #   1. resources/setup.sh installs the missing packages (QEMU, cpio, kmod, ...);
 #   2. cargo build --release -p vmm builds kettle (target/release/kettle);
-#   3. resources/build-assets.sh --quiet fetches Debian's kernel and busybox into
-#      ${KETTLE_CACHE:-~/.cache/kettle} and builds the guest initramfs;
-#   4. kettle boots the Debian kernel (vmlinuz) with guest-initrd.gz, 256 MiB of RAM, the
-#      command line "console=ttyS0 quiet" and COM1 on this terminal (--serial stdio).
+#   3. resources/build-boot-images.sh --quiet --images demo fetches Debian's kernel and
+#      busybox into ${KETTLE_CACHE:-~/.cache/kettle} (through build-assets.sh), builds the
+#      guest initramfs and the demo appliance, demo.vhd: a VHD disk with an MBR, a FAT
+#      partition and SYSLINUX, which boots that kernel and initramfs with the command line
+#      "console=ttyS0 quiet";
+#   4. kettle boots the appliance the way a PC boots a disk: no --kernel, so kettle's BIOS
+#      loads the VHD's boot sector and SYSLINUX takes over (the disk is attached read-only;
+#      256 MiB of RAM; COM1 on this terminal, --serial stdio).
 # You end at the guest's "kettle# " prompt. Type `poweroff` (or `exit`) to end the demo: the
 # guest powers off (ACPI S5), kettle exits 0 and so does demo.sh. `reboot` reboots the guest.
 # Ctrl-A x quits kettle at once (Ctrl-A Ctrl-A types a Ctrl-A).
@@ -60,14 +64,13 @@ kettle="${CARGO_TARGET_DIR:-$REPO/target}/release/kettle"
 [[ $kettle == /* ]] || kettle="$REPO/$kettle"
 [[ -x $kettle ]] || die "cargo did not produce $kettle"
 
-assets=$("$DEMO_DIR/build-assets.sh" --quiet) || die "resources/build-assets.sh failed (see above)"
-vmlinuz=$(grep '/vmlinuz$' <<<"$assets" || true)
-initrd=$(grep '/guest-initrd.gz$' <<<"$assets" || true)
-[[ -f $vmlinuz && -f $initrd ]] || die "build-assets.sh printed no vmlinuz / guest-initrd.gz: $assets"
+images=$("$DEMO_DIR/build-boot-images.sh" --quiet --images demo) ||
+    die "resources/build-boot-images.sh failed (see above)"
+appliance=$(grep '/demo.vhd$' <<<"$images" || true)
+[[ -f $appliance ]] || die "build-boot-images.sh printed no demo.vhd: $images"
 
 # The demo machine, the same in both modes.
 DEMO_MEMORY=256M
-DEMO_CMDLINE="console=ttyS0 quiet"
 
 if [[ $mode == auto ]]; then
     if [[ -d /sys/module/kvm_intel || -d /sys/module/kvm_amd ]]; then
@@ -89,22 +92,20 @@ if [[ $mode == direct ]]; then
     [[ -e /dev/kvm ]] || die "there is no /dev/kvm (load kvm_intel or kvm_amd, or use --nested)"
     [[ -r /dev/kvm && -w /dev/kvm ]] ||
         die "/dev/kvm is not readable and writable for $(id -un) (join its group, $(stat -c %G /dev/kvm), or run as root)"
-    exec "$kettle" run --kernel "$vmlinuz" --initrd "$initrd" --memory "$DEMO_MEMORY" \
-        --serial stdio --cmdline "$DEMO_CMDLINE"
+    exec "$kettle" run --disk "$appliance,readonly" --memory "$DEMO_MEMORY" --serial stdio
 fi
 
 # Nested: the script runs as root in the nested host with its stdin/stdout on the outer
 # console, which nested-host.sh --interactive connects to this terminal; the host has
-# /bin/kettle and the same vmlinuz and guest-initrd.gz ($GUEST_KERNEL, $GUEST_INITRD).
+# /bin/kettle and the appliance at /guest/demo.vhd.
 script=$(mktemp "${TMPDIR:-/tmp}/kettle-demo.XXXXXX")
 trap 'rm -f "$script"' EXIT
 cat >"$script" <<SCRIPT
 # kettle demo, run by resources/demo.sh inside the nested test host
-exec kettle run --kernel "\$GUEST_KERNEL" --initrd "\$GUEST_INITRD" --memory $DEMO_MEMORY \\
-    --serial stdio --cmdline "$DEMO_CMDLINE"
+exec kettle run --disk /guest/demo.vhd,readonly --memory $DEMO_MEMORY --serial stdio
 SCRIPT
 set +e
-"$DEMO_DIR/nested-host.sh" --interactive --kettle "$kettle" "$script"
+"$DEMO_DIR/nested-host.sh" --interactive --kettle "$kettle" --add "$appliance:/guest/demo.vhd" "$script"
 status=$?
 set -e
 exit "$status"

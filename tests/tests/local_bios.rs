@@ -698,3 +698,82 @@ fn seabios_reads_and_writes_the_disk_through_kettles_ide() {
 fn seabios_boots_the_el_torito_cd_from_kettles_atapi_drive() {
     check_cd_boot(Firmware::SeaBios);
 }
+
+const KEYS: &str = r#"
+main:
+    puts ready
+1:  xor %ah, %ah
+    int $0x16
+    push %ax
+    puts key
+    pop %ax
+    call puthex16
+    puts eol
+    cmp $'q', %al
+    jne 1b
+    poweroff
+ready: .asciz "WAITING FOR KEYS\r\n"
+key: .asciz "KEY "
+eol: .asciz "\r\n"
+"#;
+
+#[test]
+fn int16_reads_keys_typed_on_the_serial_console() {
+    use std::io::Write;
+    let sector = guest::boot_sector("keys", KEYS);
+    let disk = guest::raw_disk("keys", &sector, &[], 1 << 20);
+    let mut child = Command::new(kettle_binary())
+        .args(["run", "--memory", "64M", "--serial", "stdio", "--disk"])
+        .arg(&disk)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting kettle");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // Type only once the guest waits in INT 16h (the BIOS's hlt loop), and the keys one by one.
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    for key in [&b"a"[..], b"Z", b"\r", b"\x1b[A", b"\x7f", b"q"] {
+        stdin.write_all(key).unwrap();
+        stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the guest did not end after 'q': {}", stderr_of(&mut child));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = reader.join().unwrap();
+    assert!(status.success(), "{out}\n{}", stderr_of(&mut child));
+    assert!(out.contains("WAITING FOR KEYS"), "{out}");
+    let keys: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("KEY "))
+        .collect();
+    // Scan code and ASCII of each: a, Z (shifted), Enter, cursor up, backspace, q.
+    assert_eq!(
+        keys,
+        ["1e61", "2c5a", "1c0d", "4800", "0e08", "1071"],
+        "{out}"
+    );
+    guest::remove(&disk);
+}

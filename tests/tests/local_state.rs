@@ -504,3 +504,79 @@ fn saved_states_of_every_released_format_still_restore() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A boot sector that counts on the timer: each tick (INT 08h, 18.2 Hz) it reads a sector
+/// through INT 13h and prints the count through INT 10h, so a restored VM only goes on if the
+/// BIOS's ROM, timer and services came back with it.
+const BIOS_COUNTER: &str = r#"
+main:
+1:  mov $0x0201, %ax
+    mov $0x0002, %cx
+    xor %dh, %dh
+    mov boot_drive, %dl
+    mov $0x8000, %bx
+    int $0x13
+    jc 2f
+    puts tick
+    mov count, %ax
+    call puthex16
+    puts eol
+    incw count
+    hlt
+    jmp 1b
+2:  puts failed
+    poweroff
+count: .word 0
+tick: .asciz "TICK "
+failed: .asciz "INT13-FAILED\r\n"
+eol: .asciz "\r\n"
+"#;
+
+/// The TICK counts in `text`, in order.
+fn ticks(text: &str) -> Vec<u32> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("TICK "))
+        .filter_map(|v| u32::from_str_radix(v.trim(), 16).ok())
+        .collect()
+}
+
+#[test]
+fn a_vm_booted_through_the_bios_is_saved_and_restored() {
+    let dir = scratch("bios");
+    let sector = guest::boot_sector("bios_counter", BIOS_COUNTER);
+    let disk = guest::raw_disk("bios_counter", &sector, &[], 1 << 20);
+    let vm = Vm::start(
+        &dir,
+        "boot",
+        &["--disk", disk.to_str().unwrap(), "--memory", "64M"],
+    );
+    vm.wait_lines(20);
+    let state = dir.join("bios.kvs");
+    let mut outputs = vec![vm.serial.clone()];
+    vm.save_and_exit(&state);
+    for (i, mode) in ["map", "copy"].iter().enumerate() {
+        let vm = Vm::start(
+            &dir,
+            &format!("restored{i}"),
+            &["--restore", state.to_str().unwrap(), "--restore-mode", mode],
+        );
+        vm.wait_lines(20);
+        let (code, body) = vm.request("PUT", "/v1/power-off", "");
+        assert_eq!(code, 200, "{body}");
+        let serial = vm.serial.clone();
+        let (code, err) = vm.wait();
+        assert_eq!(code, Some(0), "{err}");
+        // The saved console and this restore's, joined, count on without a gap.
+        let mut text = std::fs::read_to_string(&outputs[0]).unwrap();
+        text.push_str(&std::fs::read_to_string(&serial).unwrap());
+        let t = ticks(&text);
+        assert!(!text.contains("FAILED"), "{text}");
+        assert!(t.len() >= 40, "{text}");
+        for w in t.windows(2) {
+            assert_eq!(w[1], w[0] + 1, "restore {i} ({mode}): a gap in\n{text}");
+        }
+        outputs.push(serial);
+    }
+    guest::remove(&disk);
+    let _ = std::fs::remove_dir_all(&dir);
+}
