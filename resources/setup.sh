@@ -34,6 +34,7 @@ want zstd zstd
 want curl curl
 want passt passt
 want tcpdump tcpdump
+want dmidecode dmidecode
 [ -x /bin/busybox ] || need_pkgs+=(busybox-static)
 # Boot images (resources/build-boot-images.sh). mkfs.fat and sfdisk are in /usr/sbin.
 want syslinux syslinux

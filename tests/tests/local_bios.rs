@@ -777,3 +777,58 @@ fn int16_reads_keys_typed_on_the_serial_console() {
     );
     guest::remove(&disk);
 }
+
+/// Looks for the MP floating pointer, the $PIR table and the SMBIOS entry point where a
+/// scanning OS does (paragraph boundaries of F000h) and prints where each is.
+const TABLES: &str = r#"
+main:
+    mov $0xf000, %ax
+    mov %ax, %es
+    mov $0x5f504d5f, %eax
+    call find
+    mov $0x52495024, %eax
+    call find
+    mov $0x5f4d535f, %eax
+    call find
+    puts done
+    poweroff
+# Prints "SIG ssss at oooo" for the signature in %eax (or "SIG ssss missing").
+find:
+    push %eax
+    puts sig
+    pop %eax
+    push %eax
+    call puthex32
+    pop %eax
+    xor %di, %di
+1:  cmp %es:(%di), %eax
+    je 2f
+    add $16, %di
+    jnz 1b
+    puts missing
+    ret
+2:  puts at
+    mov %di, %ax
+    call puthex16
+    puts eol
+    ret
+sig: .asciz "SIG "
+at: .asciz " at "
+missing: .asciz " missing\r\n"
+done: .asciz "DONE\r\n"
+eol: .asciz "\r\n"
+"#;
+
+#[test]
+fn post_leaves_the_mp_pir_and_smbios_tables_where_scanners_look() {
+    let body = format!("{TABLES}\n{PUTHEX32}");
+    let sector = guest::boot_sector("tables", &body);
+    let disk = guest::raw_disk("tables", &sector, &[], 1 << 20);
+    let r = run(Firmware::Kettle, &disk, &["--disk", disk.to_str().unwrap()]);
+    assert_clean_exit(&r, "tables");
+    for sig in ["5f504d5f", "52495024", "5f4d535f"] {
+        let at = field(&r.serial, &format!("SIG {sig}"));
+        assert!(at.starts_with("at "), "signature {sig}: {}", r.serial);
+    }
+    guest::remove(&disk);
+}

@@ -29,6 +29,7 @@ for t in /sys/firmware/acpi/tables/*; do
     [ -f "$t" ] && echo "ACPITABLE $(basename "$t") $(md5sum < "$t" | cut -d' ' -f1)"
 done
 echo "MEMTOTAL $(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2)"
+dmesg | grep -E 'SMBIOS .* present|DMI: |MP-table' | sed 's/^\[[^]]*\] *//' | sed 's/^/FWINFO /'
 "#;
 
 const CMDLINE: &str = "console=ttyS0 kettle.run=bios";
@@ -267,6 +268,19 @@ fn under_seabios_linux_gets_kettles_acpi_tables_through_fw_cfg() {
             e820.iter()
                 .any(|l| l.starts_with("[mem 0x0000000000100000-") && l.ends_with("usable")),
             "{name}: {e820:?}"
+        );
+    }
+}
+
+#[test]
+fn linux_finds_the_smbios_and_mp_tables_of_kettles_bios() {
+    for name in ["syslinux", "direct"] {
+        let info = values(name, "FWINFO").join("\n");
+        assert!(info.contains("SMBIOS 2.8 present."), "{name}: {info}");
+        assert!(info.contains("DMI: kettle kettle VM"), "{name}: {info}");
+        assert!(
+            info.contains("found SMP MP-table at [mem 0x000f8000-0x000f800f]"),
+            "{name}: {info}"
         );
     }
 }

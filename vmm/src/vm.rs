@@ -375,6 +375,23 @@ impl Vm {
                 None
             }
         };
+        // The MP, $PIR and SMBIOS tables in the BIOS area, for kettle's BIOS and for a kernel
+        // kettle loads (both find them by scanning 0xF0000-0xFFFFF); another BIOS image
+        // builds its own.
+        if !matches!(cfg.firmware(), Firmware::Image(_)) {
+            let legacy = firmware::LegacyConfig {
+                cpus: cfg.cpus as u8,
+                layout: &layout,
+                nic_slots: &crate::machine::NIC_SLOTS[..cfg.nics.len()],
+                lpt: cfg.lpt.is_some(),
+                uuid: vm_uuid(&cfg.identity()),
+            };
+            for (addr, bytes) in firmware::legacy_tables(&legacy) {
+                vm.mem
+                    .write_slice(&bytes, GuestAddress(addr))
+                    .map_err(|e| VmError::Memory(format!("writing the MP/SMBIOS tables: {e}")))?;
+            }
+        }
         for (i, vcpu) in vm.vcpus.iter().enumerate() {
             setup_lapic(vcpu)?;
             if i == 0 {
@@ -738,6 +755,23 @@ fn setup_lapic(vcpu: &VcpuFd) -> Result<(), VmError> {
     vcpu.set_lapic(&lapic).map_err(kvm_err("setting the LAPIC"))
 }
 
+/// The VM's SMBIOS UUID: stable for the same VM (derived from its identity, as its default MAC
+/// addresses are), marked as a version 4 (random-looking) RFC 4122 UUID.
+pub fn vm_uuid(identity: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (half, salt) in out.chunks_mut(8).zip([b"smbios-a", b"smbios-b"]) {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in identity.bytes().chain(salt.iter().copied()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        half.copy_from_slice(&h.to_be_bytes());
+    }
+    out[6] = (out[6] & 0x0f) | 0x40;
+    out[8] = (out[8] & 0x3f) | 0x80;
+    out
+}
+
 /// The system ROM image the VM maps below 4 GiB: kettle's BIOS, the `--bios` image, or none
 /// for a kernel kettle loads itself.
 fn rom_image(cfg: &VmConfig) -> Result<Option<Vec<u8>>, VmError> {
@@ -842,6 +876,15 @@ fn setup_boot_cpu(vcpu: &VcpuFd, mem: &GuestMemoryMmap, entry: EntryPoint) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_smbios_uuid_is_stable_per_vm_and_rfc4122_shaped() {
+        let a = vm_uuid("name:web01");
+        assert_eq!(a, vm_uuid("name:web01"));
+        assert_ne!(a, vm_uuid("name:web02"));
+        assert_eq!(a[6] >> 4, 4, "version 4");
+        assert_eq!(a[8] >> 6, 2, "RFC 4122 variant");
+    }
 
     #[test]
     fn spans_merge_adjacent_regions() {

@@ -22,7 +22,8 @@
 //! | 0500 | [`CONFIG_TABLE`]: the system configuration table INT 15h AH=C0h points at |
 //! | 0520-054F | interrupt-acknowledge tails a hardware interrupt's service returns through ([`TIMER_TAIL`], [`EOI_MASTER`], [`EOI_SLAVE`], [`RTC_TAIL`]) |
 //! | 0550-0555 | [`KBD_WAIT`]: `sti; hlt; cli; jmp` back to the INT 16h stub, where a key wait idles |
-//! | 0556-DFFF | free (for the MP, $PIR and SMBIOS tables, disk parameter tables) |
+//! | 0556-7FFF | free (for disk parameter tables and the like) |
+//! | 8000-DFFF | [`TABLES_START`]-[`TABLES_END`]: left erased here; the VMM writes the MP, $PIR and SMBIOS tables ([`crate::legacy`]) into its RAM copy of the ROM |
 //! | E05B | [`POST_STUB`]: program the 8259s and the 8254 ([`POST_INIT_BYTES`]), then `out BIOS_PORT, al; hlt; jmp short` back to the `hlt`, where the reset vector jumps |
 //! | E2C3 ... FEA5 | the IBM PC/AT fixed entry points ([`FIXED_ENTRY_POINTS`]), each a stub for its vector |
 //! | EFC7 | [`DISKETTE_TABLE`], the diskette parameter table INT 1Eh points at |
@@ -79,6 +80,14 @@ pub const STUBS: u16 = 0x0100;
 pub const STUB_LEN: u16 = 4;
 /// How far into a stub its trap IP is (the length of `out imm8, al`).
 const TRAP_OFFSET: u16 = 2;
+
+/// Where the legacy firmware tables go (`crate::legacy::legacy_tables`): [`build`] leaves
+/// offsets `TABLES_START..TABLES_END` erased, and the VMM writes the MP floating pointer and
+/// configuration table, the $PIR table and the SMBIOS entry point and structures there once it
+/// has copied the ROM into guest RAM. They must lie in 0xF0000-0xFFFFF, where operating systems
+/// scan for their 16-byte aligned anchors.
+pub const TABLES_START: u16 = 0x8000;
+pub const TABLES_END: u16 = 0xe000;
 
 /// The system configuration table (INT 15h AH=C0h).
 pub const CONFIG_TABLE: u16 = 0x0500;
@@ -355,6 +364,18 @@ mod tests {
         assert_eq!(rom.len(), 0x10000);
         assert_eq!(rom.iter().fold(0u8, |s, b| s.wrapping_add(*b)), 0);
         assert_eq!(at(&rom, IDENT, IDENT_TEXT.len()), IDENT_TEXT);
+    }
+
+    #[test]
+    fn the_tables_area_is_left_erased() {
+        let rom = build();
+        let area = &rom[usize::from(TABLES_START)..usize::from(TABLES_END)];
+        assert!(area.iter().all(|b| *b == ERASED));
+        // Nothing the ROM places (the fixed entry points included) falls inside it.
+        assert!(FIXED_ENTRY_POINTS
+            .iter()
+            .all(|(_, at)| !(TABLES_START..TABLES_END).contains(at)));
+        const { assert!(TABLES_END <= POST_STUB && TABLES_START > KBD_WAIT + 6) };
     }
 
     #[test]
