@@ -293,11 +293,14 @@ fn write_back(
         .map_err(|e| format!("writing registers: {e}"))
 }
 
-/// The ROM below 4 GiB: host memory of its own, registered as a (read-only where KVM can) memory
-/// slot at `4 GiB - len`, where the CPU fetches its first instruction. Unmapped when dropped.
+/// Firmware memory outside guest RAM: host memory of its own, registered as a memory slot. The
+/// ROM below 4 GiB (read-only where KVM can), at `4 GiB - len`, where the CPU fetches its first
+/// instruction; and, for another BIOS image, RAM for its option ROMs and upper memory blocks at
+/// 0xC0000. Not part of a saved state. Unmapped when dropped.
 pub struct RomMapping {
     host: *mut libc::c_void,
     len: usize,
+    guest: u64,
 }
 
 // SAFETY: the mapping is plain memory owned by this struct; KVM reads it, nothing in kettle
@@ -306,8 +309,8 @@ unsafe impl Send for RomMapping {}
 unsafe impl Sync for RomMapping {}
 
 impl RomMapping {
-    /// Copies `image` (a multiple of 4 KiB) into fresh host memory.
-    pub fn new(image: &[u8]) -> std::io::Result<Self> {
+    /// Copies `image` (a multiple of 4 KiB) into fresh host memory, for guest-physical `guest`.
+    pub fn new(image: &[u8], guest: u64) -> std::io::Result<Self> {
         let len = image.len();
         // SAFETY: an anonymous private mapping of `len` bytes; checked for failure below.
         let host = unsafe {
@@ -325,12 +328,12 @@ impl RomMapping {
         }
         // SAFETY: `host` is a fresh writable mapping of `len` bytes, `image` is `len` bytes.
         unsafe { std::ptr::copy_nonoverlapping(image.as_ptr(), host as *mut u8, len) };
-        Ok(Self { host, len })
+        Ok(Self { host, len, guest })
     }
 
-    /// The guest-physical address the ROM is mapped at: just below 4 GiB.
+    /// The guest-physical address it is mapped at.
     pub fn guest_addr(&self) -> u64 {
-        arch::layout::FOUR_GIB - self.len as u64
+        self.guest
     }
 
     pub fn len(&self) -> usize {

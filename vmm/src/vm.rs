@@ -260,8 +260,9 @@ pub struct Vm {
     disks: Vec<(Arc<dyn vhd::BlockDevice>, std::path::PathBuf)>,
     /// kettle's BIOS, when the VM runs it.
     bios: Option<Arc<crate::bios::BiosRuntime>>,
-    /// The system ROM below 4 GiB (after `fd`: the slot goes before the memory).
-    rom: Option<crate::bios::RomMapping>,
+    /// Firmware memory outside guest RAM: the system ROM below 4 GiB, option ROM space (after
+    /// `fd`: the slots go before the memory).
+    rom: Vec<crate::bios::RomMapping>,
 }
 
 /// The configuration as a saved state records it.
@@ -364,7 +365,7 @@ impl Vm {
             Firmware::Bios | Firmware::Image(_) => {
                 // The ROM's copy below 1 MiB, where real-mode code runs it (the 440BX's PAM
                 // registers shadow the BIOS in RAM the same way).
-                let rom = vm.rom.as_ref().map(|r| r.bytes()).unwrap_or_default();
+                let rom = vm.rom.first().map(|r| r.bytes()).unwrap_or_default();
                 let low = rom.len().min(arch::layout::BIOS_AREA_SIZE as usize);
                 vm.mem
                     .write_slice(
@@ -528,34 +529,27 @@ impl Vm {
             unsafe { fd.set_user_memory_region(r) }.map_err(kvm_err("registering guest memory"))?;
         }
 
-        let rom = match rom_image(cfg)? {
-            Some(image) => {
-                let rom = crate::bios::RomMapping::new(&image)
-                    .map_err(|e| VmError::Memory(format!("mapping the BIOS ROM: {e}")))?;
-                let readonly = kvm.check_extension(Cap::ReadonlyMem);
-                if !readonly {
-                    log::debug!(
-                        "this KVM has no read-only memory slots; the ROM below 4 GiB is writable"
-                    );
-                }
-                let r = kvm_userspace_memory_region {
-                    slot: mem.num_regions() as u32,
-                    flags: if readonly {
-                        kvm_bindings::KVM_MEM_READONLY
-                    } else {
-                        0
-                    },
-                    guest_phys_addr: rom.guest_addr(),
-                    memory_size: rom.len() as u64,
-                    userspace_addr: rom.host_addr(),
-                };
-                // SAFETY: `rom` lives in `Vm` after `fd`, so the slot goes before the mapping.
-                unsafe { fd.set_user_memory_region(r) }
-                    .map_err(kvm_err("registering the BIOS ROM"))?;
-                Some(rom)
+        let mut rom = Vec::new();
+        if let Some(image) = rom_image(cfg)? {
+            let at = arch::layout::FOUR_GIB - image.len() as u64;
+            let slot = mem.num_regions() as u32;
+            rom.push(map_firmware(&kvm, &fd, slot, &image, at, true)?);
+            if let Firmware::Image(_) = cfg.firmware() {
+                // Another BIOS puts option ROMs and upper memory blocks at 0xC0000-0xDFFFF and
+                // clears it first, as QEMU's PAM makes it RAM. Unbacked, that clearing alone is
+                // a quarter of a million MMIO exits.
+                let umb =
+                    vec![0u8; (arch::layout::BIOS_AREA_START - arch::layout::VGA_END) as usize];
+                rom.push(map_firmware(
+                    &kvm,
+                    &fd,
+                    slot + 1,
+                    &umb,
+                    arch::layout::VGA_END,
+                    false,
+                )?);
             }
-            None => None,
-        };
+        }
 
         let control = Arc::new(Control::new().map_err(|e| VmError::Devices(e.to_string()))?);
         let io_bus = Arc::new(Bus::new());
@@ -753,6 +747,35 @@ fn setup_lapic(vcpu: &VcpuFd) -> Result<(), VmError> {
     set(APIC_LVT0, MODE_EXTINT);
     set(APIC_LVT1, MODE_NMI);
     vcpu.set_lapic(&lapic).map_err(kvm_err("setting the LAPIC"))
+}
+
+/// Maps `image` at guest-physical `at` in memory slot `slot` (one after guest RAM's), read-only
+/// where KVM can when `readonly`.
+fn map_firmware(
+    kvm: &Kvm,
+    fd: &VmFd,
+    slot: u32,
+    image: &[u8],
+    at: u64,
+    readonly: bool,
+) -> Result<crate::bios::RomMapping, VmError> {
+    let rom = crate::bios::RomMapping::new(image, at)
+        .map_err(|e| VmError::Memory(format!("mapping firmware memory at {at:#x}: {e}")))?;
+    let readonly = readonly && kvm.check_extension(Cap::ReadonlyMem);
+    let r = kvm_userspace_memory_region {
+        slot,
+        flags: if readonly {
+            kvm_bindings::KVM_MEM_READONLY
+        } else {
+            0
+        },
+        guest_phys_addr: at,
+        memory_size: rom.len() as u64,
+        userspace_addr: rom.host_addr(),
+    };
+    // SAFETY: the mapping lives in `Vm` after `fd`, so the slot goes before the memory.
+    unsafe { fd.set_user_memory_region(r) }.map_err(kvm_err("registering firmware memory"))?;
+    Ok(rom)
 }
 
 /// The VM's SMBIOS UUID: stable for the same VM (derived from its identity, as its default MAC
