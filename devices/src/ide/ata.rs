@@ -506,6 +506,12 @@ impl IdeChannel {
                 Some(PowerMode::Standby)
             }
             CMD_SLEEP | CMD_SLEEP_OLD => Some(PowerMode::Sleep),
+            // IDENTIFY PACKET DEVICE is how firmware and drivers tell an ATAPI device from a
+            // disk: a disk aborts it, as the ATA standard requires, and that is no news.
+            CMD_IDENTIFY_PACKET_DEVICE => {
+                self.fail(d, ERROR_ABRT);
+                return;
+            }
             _ => {
                 if cmd != CMD_NOP {
                     warn_limited!(
