@@ -136,29 +136,56 @@ fn run(cmd: &mut Command, what: &str) {
     );
 }
 
-/// Assembles `body` (which must define `main`) into a PVH ELF guest; returns its path.
-pub fn build(name: &str, body: &str) -> PathBuf {
-    let dir = scratch_dir();
+/// Assembles `source` with GNU as (`as_flag`: --32 or --64) and links it with `ld LD_ARGS -T
+/// SCRIPT` into `dir/NAME.OUT_EXT`; returns that path.
+fn assemble(
+    dir: &Path,
+    name: &str,
+    source: &str,
+    as_flag: &str,
+    ld_args: &[&str],
+    script: &str,
+    out_ext: &str,
+) -> PathBuf {
     let src = dir.join(format!("{name}.S"));
     let obj = dir.join(format!("{name}.o"));
-    let elf = dir.join(format!("{name}.elf"));
-    let ld = dir.join("guest.ld");
-    std::fs::write(&src, format!("{PRELUDE}\n{body}\n{NOTE_AND_LINK}")).unwrap();
-    std::fs::write(&ld, LINKER_SCRIPT).unwrap();
+    let out = dir.join(format!("{name}.{out_ext}"));
+    let ld = dir.join(format!("{name}.ld"));
+    std::fs::write(&src, source).unwrap();
+    std::fs::write(&ld, script).unwrap();
     run(
-        Command::new("as").arg("--64").arg("-o").arg(&obj).arg(&src),
+        Command::new("as")
+            .arg(as_flag)
+            .arg("-o")
+            .arg(&obj)
+            .arg(&src),
         "as",
     );
     run(
         Command::new("ld")
-            .args(["-m", "elf_x86_64", "-nostdlib", "-T"])
+            .args(ld_args)
+            .args(["-nostdlib", "-T"])
             .arg(&ld)
             .arg("-o")
-            .arg(&elf)
+            .arg(&out)
             .arg(&obj),
         "ld",
     );
-    elf
+    out
+}
+
+/// Assembles `body` (which must define `main`) into a PVH ELF guest; returns its path.
+pub fn build(name: &str, body: &str) -> PathBuf {
+    let source = format!("{PRELUDE}\n{body}\n{NOTE_AND_LINK}");
+    assemble(
+        &scratch_dir(),
+        name,
+        &source,
+        "--64",
+        &["-m", "elf_x86_64"],
+        LINKER_SCRIPT,
+        "elf",
+    )
 }
 
 /// Removes a guest's scratch directory.
@@ -307,24 +334,14 @@ SECTIONS {
 /// sector (at most 510 bytes, then 0x55 0xAA).
 pub fn boot_sector(name: &str, body: &str) -> Vec<u8> {
     let dir = scratch_dir();
-    let src = dir.join(format!("{name}.S"));
-    let obj = dir.join(format!("{name}.o"));
-    let bin = dir.join(format!("{name}.bin"));
-    let ld = dir.join("boot.ld");
-    std::fs::write(&src, format!("{BOOT_PRELUDE}\n{body}\n")).unwrap();
-    std::fs::write(&ld, BOOT_LINKER_SCRIPT).unwrap();
-    run(
-        Command::new("as").arg("--32").arg("-o").arg(&obj).arg(&src),
-        "as",
-    );
-    run(
-        Command::new("ld")
-            .args(["-m", "elf_i386", "-nostdlib", "--oformat", "binary", "-T"])
-            .arg(&ld)
-            .arg("-o")
-            .arg(&bin)
-            .arg(&obj),
-        "ld",
+    let bin = assemble(
+        &dir,
+        name,
+        &format!("{BOOT_PRELUDE}\n{body}\n"),
+        "--32",
+        &["-m", "elf_i386", "--oformat", "binary"],
+        BOOT_LINKER_SCRIPT,
+        "bin",
     );
     let mut code = std::fs::read(&bin).unwrap();
     let _ = std::fs::remove_dir_all(&dir);

@@ -492,10 +492,15 @@ fn int13_reads_by_chs_and_lba_and_writes_through_to_the_image() {
 
 #[test]
 fn without_a_boot_sector_the_bios_says_there_is_no_bootable_device() {
-    // A blank disk (no 0x55 0xAA), then no drive at all: the BIOS says so on COM1 and waits.
+    // A blank disk (no 0x55 0xAA), then a good disk outside the boot order (only the CD, and
+    // there is none): the BIOS says so on COM1 and waits.
     let blank = guest::raw_disk("blank", &[0; 512], &[], 1 << 20);
+    let good = services_guest();
     let dir = blank.parent().unwrap();
-    for args in [vec!["--disk", blank.to_str().unwrap()], vec![]] {
+    for args in [
+        vec!["--disk", blank.to_str().unwrap()],
+        vec!["--disk", good.to_str().unwrap(), "--boot", "cdrom"],
+    ] {
         let r = run_until(Firmware::Kettle, dir, &args, "no bootable device");
         assert_eq!(r.code, None, "kettle exited: {}", r.stderr);
         assert!(
@@ -505,6 +510,7 @@ fn without_a_boot_sector_the_bios_says_there_is_no_bootable_device() {
         );
     }
     guest::remove(&blank);
+    guest::remove(&good);
 }
 
 const REBOOT: &str = r#"

@@ -517,7 +517,7 @@ fn bad_arguments_get_one_line_errors() {
         &["run", "--kernel", j, "--serial", "none"],
         "neither a bzImage nor an ELF",
     );
-    assert_one_line_error(&["run"], "no kernel given");
+    assert_one_line_error(&["run"], "nothing to boot");
     std::fs::remove_file(&junk).unwrap();
 }
 

@@ -26,6 +26,10 @@ pub enum ConfigError {
     Parse { path: PathBuf, err: String },
     #[error("{0} needs --kernel: without a kernel the BIOS boots the drives, and their boot loader chooses the kernel and its command line")]
     NeedsKernel(&'static str),
+    #[error(
+        "nothing to boot: give a --disk or --cdrom (the BIOS boots its boot loader) or a --kernel"
+    )]
+    NothingToBoot,
     #[error("--bios and --kernel exclude each other: kettle either loads the kernel itself or runs the BIOS image, which boots the drives")]
     BiosWithKernel,
     #[error(
@@ -456,6 +460,7 @@ impl VmConfig {
             None if self.cmdline != DEFAULT_CMDLINE => {
                 return Err(ConfigError::NeedsKernel("--cmdline"))
             }
+            None if self.drives.is_empty() => return Err(ConfigError::NothingToBoot),
             None => {}
         }
         if let Some(i) = &self.initrd {
@@ -695,6 +700,7 @@ mod tests {
         .starts_with("--bios and --kernel exclude each other"));
         assert!(err(Overrides {
             bios: Some("/nonexistent/bios.bin".into()),
+            cdroms: vec![DriveSpec::parse(DriveKind::Cdrom, k.0.to_str().unwrap()).unwrap()],
             ..Default::default()
         })
         .starts_with("BIOS image /nonexistent/bios.bin: No such file"));
@@ -710,7 +716,14 @@ mod tests {
 
     #[test]
     fn without_a_kernel_the_bios_boots_in_the_boot_order() {
-        let cfg = VmConfig::resolve(None, Overrides::default()).unwrap();
+        let e = VmConfig::resolve(None, Overrides::default()).unwrap_err();
+        assert!(e.to_string().starts_with("nothing to boot"), "{e}");
+        let disk = kernel_file();
+        let with_disk = || Overrides {
+            disks: vec![DriveSpec::parse(DriveKind::Disk, disk.0.to_str().unwrap()).unwrap()],
+            ..Default::default()
+        };
+        let cfg = VmConfig::resolve(None, with_disk()).unwrap();
         assert_eq!(cfg.firmware(), Firmware::Bios);
         assert_eq!(cfg.boot_order.to_string(), "disk,cdrom");
         let order: BootOrder = "cdrom, disk".parse().unwrap();
@@ -736,7 +749,7 @@ mod tests {
                 Some(f),
                 Overrides {
                     bios: Some(toml.0.clone()),
-                    ..Default::default()
+                    ..with_disk()
                 },
             )
             .unwrap()
