@@ -19,6 +19,7 @@ pub mod rtc;
 pub mod scsi;
 pub mod serial;
 pub mod tulip;
+pub mod vga_text;
 
 pub use bus::{Bus, BusDevice, BusError, Irq, IrqLine, SharedDevice, Timer, VmControl, VmRequest};
 

@@ -838,3 +838,37 @@ fn post_leaves_the_mp_pir_and_smbios_tables_where_scanners_look() {
     }
     guest::remove(&disk);
 }
+
+/// Writes a line through INT 10h at row 5, then reads the text buffer at B800:0320 back.
+const SCREEN: &str = r#"
+main:
+    mov $0x02, %ah
+    xor %bh, %bh
+    mov $0x0500, %dx
+    int $0x10
+    puts text
+    puts read
+    mov $0xb800, %ax
+    mov %ax, %es
+    mov $5*80*2, %di
+    mov $11, %cx
+1:  mov %es:(%di), %al
+    call putc
+    add $2, %di
+    loop 1b
+    puts eol
+    poweroff
+text: .asciz "SCREEN-TEXT"
+read: .asciz "\r\nREAD "
+eol: .asciz "\r\n"
+"#;
+
+#[test]
+fn int10_text_lands_in_the_vga_text_buffer() {
+    let sector = guest::boot_sector("screen", SCREEN);
+    let disk = guest::raw_disk("screen", &sector, &[], 1 << 20);
+    let r = run(Firmware::Kettle, &disk, &["--disk", disk.to_str().unwrap()]);
+    assert_clean_exit(&r, "screen");
+    assert_eq!(field(&r.serial, "READ"), "SCREEN-TEXT", "{}", r.serial);
+    guest::remove(&disk);
+}

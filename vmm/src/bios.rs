@@ -102,12 +102,27 @@ pub fn bios_disks(drives: &[OpenDrive]) -> Vec<Option<Box<dyn BiosDisk>>> {
 const OUT_BIOS_PORT: [u8; 2] = [0xe6, rom::BIOS_PORT];
 const CR0_PE: u64 = 1;
 
-/// Guest RAM as the BIOS sees it: a range that is not entirely RAM is an error.
-pub struct RamView<'a>(pub &'a GuestMemoryMmap);
+/// Guest memory as the BIOS sees it: RAM, and the VGA text buffer (a device on the MMIO bus) at
+/// 0xB8000; a range that is not entirely one of them is an error.
+pub struct RamView<'a> {
+    pub ram: &'a GuestMemoryMmap,
+    pub mmio: &'a Bus,
+}
+
+impl RamView<'_> {
+    fn in_text_buffer(addr: u64, len: usize) -> bool {
+        let end = addr.saturating_add(len as u64);
+        addr >= devices::vga_text::BASE
+            && end <= devices::vga_text::BASE + devices::vga_text::SIZE as u64
+    }
+}
 
 impl GuestMem for RamView<'_> {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        self.0
+        if Self::in_text_buffer(addr, buf.len()) && self.mmio.read(addr, buf) {
+            return Ok(());
+        }
+        self.ram
             .read_slice(buf, GuestAddress(addr))
             .map_err(|_| MemError {
                 addr,
@@ -116,7 +131,10 @@ impl GuestMem for RamView<'_> {
     }
 
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemError> {
-        self.0
+        if Self::in_text_buffer(addr, data.len()) && self.mmio.write(addr, data) {
+            return Ok(());
+        }
+        self.ram
             .write_slice(data, GuestAddress(addr))
             .map_err(|_| MemError {
                 addr,
@@ -158,15 +176,17 @@ pub enum TrapOutcome {
 pub struct BiosRuntime {
     bios: Mutex<Bios>,
     io_bus: Arc<Bus>,
+    mmio_bus: Arc<Bus>,
     /// Rate limit for the log of services that failed on guest addresses.
     errors: Mutex<u64>,
 }
 
 impl BiosRuntime {
-    pub fn new(bios: Bios, io_bus: Arc<Bus>) -> Self {
+    pub fn new(bios: Bios, io_bus: Arc<Bus>, mmio_bus: Arc<Bus>) -> Self {
         Self {
             bios: Mutex::new(bios),
             io_bus,
+            mmio_bus,
             errors: Mutex::new(0),
         }
     }
@@ -202,7 +222,10 @@ impl BiosRuntime {
         let mut regs = to_real_mode(&kregs, &sregs);
         regs.ip = after;
         let before = regs;
-        let mut ram = RamView(mem);
+        let mut ram = RamView {
+            ram: mem,
+            mmio: &self.mmio_bus,
+        };
         let mut io = BusPorts(&self.io_bus);
         let result = {
             let mut bios = self.bios.lock().unwrap();

@@ -16,6 +16,7 @@ use devices::rtc::Rtc;
 use devices::scsi::ScsiCdrom;
 use devices::serial::Serial;
 use devices::tulip::{Tulip, TulipConfig, TulipCore};
+use devices::vga_text::{self, VgaText};
 use devices::{Bus, Irq, SharedDevice, VmControl};
 use kvm_ioctls::VmFd;
 
@@ -70,6 +71,8 @@ pub struct Machine {
     rtc_timer: Arc<TimerFd>,
     pub pci: Arc<Mutex<PciRoot>>,
     pub post: Arc<Mutex<PostCode>>,
+    /// The colour text buffer at 0xB8000 (INT 10h writes there; nothing displays it yet).
+    pub vga_text: Arc<Mutex<VgaText>>,
     lpt: Arc<Mutex<Lpt>>,
     i8042: Arc<Mutex<I8042>>,
     port92: Arc<Mutex<Port92>>,
@@ -105,6 +108,9 @@ pub struct MachineState {
     pub ide: devices::ide::Piix4IdeState,
     pub cdroms: Vec<devices::scsi::ScsiCdromState>,
     pub nics: Vec<devices::tulip::TulipState>,
+    /// Absent in states saved before kettle had the text buffer (then it starts blank).
+    #[serde(default)]
+    pub vga_text: Option<devices::vga_text::VgaTextState>,
 }
 
 /// One network card of this boot and what the event loop needs of it.
@@ -204,6 +210,14 @@ impl Machine {
 
         let post = Arc::new(Mutex::new(PostCode::new()));
         place(bus, layout::POST_PORT, 1, &post)?;
+        let vga_text = Arc::new(Mutex::new(VgaText::new()));
+        h.mmio_bus
+            .insert(
+                vga_text::BASE,
+                vga_text::SIZE as u64,
+                vga_text.clone() as SharedDevice,
+            )
+            .map_err(|e| format!("VGA text memory: {e}"))?;
         let port92 = Arc::new(Mutex::new(Port92::new(control.clone())));
         place(bus, layout::PORT92, 1, &port92)?;
 
@@ -304,6 +318,7 @@ impl Machine {
             rtc_timer,
             pci,
             post,
+            vga_text,
             lpt,
             i8042,
             port92,
@@ -387,6 +402,7 @@ impl Machine {
                 .iter()
                 .map(|n| n.tulip.lock().unwrap().state())
                 .collect(),
+            vga_text: Some(self.vga_text.lock().unwrap().state()),
         }
     }
 
@@ -402,6 +418,15 @@ impl Machine {
                 return Err(format!("{saved} {what} saved, {here} configured"));
             }
         }
+        if let Some(v) = &s.vga_text {
+            if v.memory.len() != vga_text::SIZE {
+                return Err(format!(
+                    "saved VGA text memory is {} bytes, not {}",
+                    v.memory.len(),
+                    vga_text::SIZE
+                ));
+            }
+        }
         for (dev, st) in self.serial.iter().zip(&s.serial) {
             dev.lock().unwrap().restore(st);
         }
@@ -409,6 +434,9 @@ impl Machine {
         self.rtc.lock().unwrap().restore(&s.rtc);
         self.i8042.lock().unwrap().restore(&s.i8042);
         self.post.lock().unwrap().restore(&s.post);
+        if let Some(v) = &s.vga_text {
+            self.vga_text.lock().unwrap().restore(v)?;
+        }
         self.port92.lock().unwrap().restore(&s.port92);
         self.pci_mech.lock().unwrap().restore(&s.pci_mech);
         self.i440bx.lock().unwrap().restore(&s.i440bx);

@@ -616,7 +616,11 @@ impl Vm {
                 let cmos = crate::bios::BusCmos(io_bus.clone());
                 let disks = crate::bios::bios_disks(&host.drives);
                 let b = firmware::bios::Bios::new(bc, Box::new(cmos), disks);
-                Some(Arc::new(crate::bios::BiosRuntime::new(b, io_bus.clone())))
+                Some(Arc::new(crate::bios::BiosRuntime::new(
+                    b,
+                    io_bus.clone(),
+                    mmio_bus.clone(),
+                )))
             }
             _ => None,
         };
