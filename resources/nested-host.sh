@@ -300,16 +300,17 @@ nh_main() {
     # which spends ~4 s decompressing itself under TCG.
     local host_kernel="$KA_ASSETS/vmlinux"
     [[ $bzimage == 1 ]] && host_kernel="$KA_ASSETS/vmlinuz"
-    # The host kernel keeps a periodic tick from the local APIC (no TSC-deadline timer, no
-    # tickless idle, no high-resolution one-shot timers). With one-shot timers the emulator
-    # now and then lost the host's timer interrupt while an inner guest ran: the host then
-    # waited for a timer that never came, with its console silent and QEMU idle (seen several
-    # times a day here, more under load). A periodic tick comes again after a lost one.
+    # KETTLE_NESTED_CMDLINE adds to the host kernel's command line. Under load (several outer
+    # QEMUs on a 2-CPU machine) the emulator sometimes lost the host's one-shot timer interrupt
+    # while an inner guest ran: the host then waited forever, console silent, QEMU idle.
+    # "nohz=off highres=off lapic=notscdeadline" (a periodic tick) avoided that in a test, but
+    # makes every timer in the host jiffy-grained, and TCP through the 21140 in nested_net ran
+    # ten times slower; so it is not the default.
     # shellcheck disable=SC2054  # the commas belong to -cpu's value
     local -a qemu=(qemu-system-x86_64 -accel tcg -cpu EPYC,+svm,+npt -m "$memory" -smp 1
                    -nic none -nographic -no-reboot
                    -kernel "$host_kernel" -initrd "$work/host-initrd.cpio"
-                   -append "console=ttyS0 panic=-1 quiet nohz=off highres=off lapic=notscdeadline ${KETTLE_NESTED_CMDLINE:-}")
+                   -append "console=ttyS0 panic=-1 quiet ${KETTLE_NESTED_CMDLINE:-}")
     # Extra QEMU arguments for debugging, e.g. "-monitor unix:/tmp/mon,server,nowait".
     local -a extra=()
     read -r -a extra <<<"${KETTLE_NESTED_QEMU_ARGS:-}"

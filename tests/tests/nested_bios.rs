@@ -130,7 +130,7 @@ fn nested() -> &'static NestedRun {
         std::fs::create_dir_all(&dir).unwrap();
         let (initrd, images) = images(&dir);
         let assets = assets().unwrap_or_else(|e| panic!("guest assets: {e}"));
-        let mut options = NestedOptions::new(Duration::from_secs(1500))
+        let mut options = NestedOptions::new(Duration::from_secs(900))
             .add(&initrd, "/guest/initrd-bios.gz")
             .add(&assets.vmlinuz, "/guest/vmlinuz")
             .add(SEABIOS, "/guest/bios.bin");
