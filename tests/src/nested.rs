@@ -138,6 +138,8 @@ pub struct NestedOptions {
     pub bins: Vec<(PathBuf, String)>,
     /// Extra files or directories `(source, destination)`.
     pub adds: Vec<(PathBuf, String)>,
+    /// Added to the host kernel's command line (KETTLE_NESTED_CMDLINE of nested-host.sh).
+    pub host_cmdline: Option<String>,
 }
 
 impl NestedOptions {
@@ -148,6 +150,7 @@ impl NestedOptions {
             kettle: Some(kettle_binary()),
             bins: Vec::new(),
             adds: Vec::new(),
+            host_cmdline: None,
         }
     }
 
@@ -158,12 +161,19 @@ impl NestedOptions {
             kettle: None,
             bins: Vec::new(),
             adds: Vec::new(),
+            host_cmdline: None,
         }
     }
 
     /// Includes the executable `src` at `dest` (absolute) with its shared libraries.
     pub fn bin(mut self, src: impl Into<PathBuf>, dest: &str) -> Self {
         self.bins.push((src.into(), dest.to_string()));
+        self
+    }
+
+    /// Adds `params` to the host kernel's command line.
+    pub fn host_cmdline(mut self, params: &str) -> Self {
+        self.host_cmdline = Some(params.to_string());
         self
     }
 
@@ -438,6 +448,9 @@ fn run_once(script: &str, options: &NestedOptions, attempt: u32) -> NestedRun {
     cmd.arg(workspace_root().join("resources/nested-host.sh"))
         .arg("--timeout")
         .arg(options.timeout.as_secs().max(1).to_string());
+    if let Some(params) = &options.host_cmdline {
+        cmd.env("KETTLE_NESTED_CMDLINE", params);
+    }
     match &options.kettle {
         Some(kettle) => cmd.arg("--kettle").arg(kettle),
         None => cmd.arg("--no-kettle"),
