@@ -73,6 +73,8 @@ pub struct Machine {
     pub post: Arc<Mutex<PostCode>>,
     /// The colour text buffer at 0xB8000 (INT 10h writes there; nothing displays it yet).
     pub vga_text: Arc<Mutex<VgaText>>,
+    /// QEMU's firmware configuration device, for a `--bios` image (the VM adds it).
+    pub fw_cfg: Option<Arc<Mutex<devices::fw_cfg::FwCfg>>>,
     lpt: Arc<Mutex<Lpt>>,
     i8042: Arc<Mutex<I8042>>,
     port92: Arc<Mutex<Port92>>,
@@ -111,6 +113,9 @@ pub struct MachineState {
     /// Absent in states saved before kettle had the text buffer (then it starts blank).
     #[serde(default)]
     pub vga_text: Option<devices::vga_text::VgaTextState>,
+    /// The fw_cfg device's selector, offset and DMA address (VMs running a `--bios` image).
+    #[serde(default)]
+    pub fw_cfg: Option<devices::fw_cfg::FwCfgState>,
 }
 
 /// One network card of this boot and what the event loop needs of it.
@@ -319,6 +324,7 @@ impl Machine {
             pci,
             post,
             vga_text,
+            fw_cfg: None,
             lpt,
             i8042,
             port92,
@@ -403,6 +409,7 @@ impl Machine {
                 .map(|n| n.tulip.lock().unwrap().state())
                 .collect(),
             vga_text: Some(self.vga_text.lock().unwrap().state()),
+            fw_cfg: self.fw_cfg.as_ref().map(|d| d.lock().unwrap().state()),
         }
     }
 
@@ -417,6 +424,12 @@ impl Machine {
             if saved != here {
                 return Err(format!("{saved} {what} saved, {here} configured"));
             }
+        }
+        if s.fw_cfg.is_some() != self.fw_cfg.is_some() {
+            return Err(
+                "the firmware configuration device (--bios) differs from the saved machine's"
+                    .into(),
+            );
         }
         if let Some(v) = &s.vga_text {
             if v.memory.len() != vga_text::SIZE {
@@ -436,6 +449,9 @@ impl Machine {
         self.post.lock().unwrap().restore(&s.post);
         if let Some(v) = &s.vga_text {
             self.vga_text.lock().unwrap().restore(v)?;
+        }
+        if let (Some(d), Some(f)) = (&self.fw_cfg, &s.fw_cfg) {
+            d.lock().unwrap().restore(f);
         }
         self.port92.lock().unwrap().restore(&s.port92);
         self.pci_mech.lock().unwrap().restore(&s.pci_mech);

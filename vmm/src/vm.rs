@@ -554,7 +554,7 @@ impl Vm {
         let control = Arc::new(Control::new().map_err(|e| VmError::Devices(e.to_string()))?);
         let io_bus = Arc::new(Bus::new());
         let mmio_bus = Arc::new(Bus::new());
-        let machine = Machine::create(MachineHost {
+        let mut machine = Machine::create(MachineHost {
             vm: fd.clone(),
             io_bus: io_bus.clone(),
             mmio_bus: mmio_bus.clone(),
@@ -566,7 +566,7 @@ impl Vm {
         .map_err(VmError::Devices)?;
 
         if let Firmware::Image(_) = cfg.firmware() {
-            add_fw_cfg(cfg, host, &layout, &io_bus, &mem)?;
+            machine.fw_cfg = Some(add_fw_cfg(cfg, host, &layout, &io_bus, &mem)?);
         }
 
         let mut vcpus = Vec::new();
@@ -819,7 +819,7 @@ fn add_fw_cfg(
     layout: &MemoryLayout,
     io_bus: &Bus,
     mem: &GuestMemoryMmap,
-) -> Result<(), VmError> {
+) -> Result<Arc<Mutex<devices::fw_cfg::FwCfg>>, VmError> {
     use crate::config::BootDevice;
     use crate::seabios::{IdePosition, SeabiosConfig};
     let mut drives: Vec<_> = host.drives.iter().collect();
@@ -856,11 +856,12 @@ fn add_fw_cfg(
         files,
     )
     .map_err(|e| VmError::Devices(format!("fw_cfg: {e}")))?;
+    let dev = Arc::new(Mutex::new(dev));
     io_bus
         .insert(
             u64::from(devices::fw_cfg::spec::IO_BASE),
             devices::fw_cfg::spec::IO_LEN,
-            Arc::new(Mutex::new(dev)),
+            dev.clone(),
         )
         .map_err(|e| VmError::Devices(format!("fw_cfg: {e}")))?;
     io_bus
@@ -869,7 +870,8 @@ fn add_fw_cfg(
             1,
             Arc::new(Mutex::new(crate::seabios::DebugConsole::default())),
         )
-        .map_err(|e| VmError::Devices(format!("firmware debug port: {e}")))
+        .map_err(|e| VmError::Devices(format!("firmware debug port: {e}")))?;
+    Ok(dev)
 }
 
 /// The boot vCPU as a PC's processor leaves reset: real mode at F000:FFF0 with the code segment
