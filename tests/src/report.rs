@@ -70,7 +70,29 @@ pub struct Markers<'a>(pub &'a str);
 impl<'a> Markers<'a> {
     /// The values of every line that starts with `marker` and a space (or is just `marker`):
     /// "RO-SHA" does not match "RO-SHA-BEFORE".
+    ///
+    /// A kernel message the guest's kernel printed on the console in the middle of the line (a
+    /// `[  805.964027] watchdog: ...` record after the value, before the script's newline) is
+    /// cut off the value, and said on standard error.
     pub fn values(&self, marker: &str) -> Vec<&'a str> {
+        self.lines(marker)
+            .into_iter()
+            .map(|v| match kernel_record_start(v) {
+                Some(i) => {
+                    eprintln!(
+                        "note: a kernel message interrupted the {marker:?} line; value taken \
+                         without it: {v:?}"
+                    );
+                    v[..i].trim()
+                }
+                None => v,
+            })
+            .collect()
+    }
+
+    /// The rest of every line that starts with `marker` and a space (or is just `marker`), as
+    /// printed (console lines, for messages).
+    pub fn lines(&self, marker: &str) -> Vec<&'a str> {
         let with_space = format!("{marker} ");
         self.0
             .lines()
@@ -95,5 +117,51 @@ impl<'a> Markers<'a> {
         let v = self.one(marker);
         v.parse()
             .unwrap_or_else(|_| panic!("{marker} is {v:?}, not a number, in:\n{}", self.0))
+    }
+}
+
+/// Where a Linux console record (`[` spaces, seconds, `.`, six digits, `]`) starts in `line`.
+fn kernel_record_start(line: &str) -> Option<usize> {
+    let b = line.as_bytes();
+    (0..b.len()).find(|&i| {
+        if b[i] != b'[' {
+            return false;
+        }
+        let mut j = i + 1;
+        while j < b.len() && b[j] == b' ' {
+            j += 1;
+        }
+        let digits = j;
+        while j < b.len() && b[j].is_ascii_digit() {
+            j += 1;
+        }
+        if j == digits || j >= b.len() || b[j] != b'.' {
+            return false;
+        }
+        let frac = j + 1;
+        j = frac;
+        while j < b.len() && b[j].is_ascii_digit() {
+            j += 1;
+        }
+        j - frac == 6 && j < b.len() && b[j] == b']'
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_message_inside_a_marker_line_is_cut_off() {
+        let text = "B-RECV-SHA f33e66b571[  805.964027] watchdog: BUG: soft lockup - CPU#0 \
+                    stuck for 304s! [sh:99]\nCOUNT [1] 7\nT [12.5] x\nEMPTY\n";
+        let m = Markers(text);
+        assert_eq!(m.one("B-RECV-SHA"), "f33e66b571");
+        assert!(m.lines("B-RECV-SHA")[0].contains("soft lockup"));
+        assert_eq!(m.one("COUNT"), "[1] 7");
+        assert_eq!(m.one("T"), "[12.5] x");
+        assert_eq!(m.one("EMPTY"), "");
+        assert_eq!(kernel_record_start("[    0.000000] Linux"), Some(0));
+        assert_eq!(kernel_record_start("[ 1.5]"), None);
     }
 }

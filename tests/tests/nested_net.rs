@@ -472,7 +472,7 @@ fn run_of(name: &str) -> Markers<'static> {
 
 /// The console lines of guest `name`, without their prefix.
 fn console(name: &str) -> String {
-    run_of(name).values(&format!("{name}-CONSOLE")).join("\n")
+    run_of(name).lines(&format!("{name}-CONSOLE")).join("\n")
 }
 
 /// The `MARKER value` lines a guest printed on its console.

@@ -240,7 +240,7 @@ fn m() -> Markers<'static> {
 
 /// The console (or log) lines with prefix `name`, joined.
 fn lines(name: &str) -> String {
-    m().values(name).join("\n")
+    m().lines(name).join("\n")
 }
 
 /// The whole `COUNT n t` lines of a console text: (n, t) pairs. A line the save cut in two
