@@ -316,10 +316,9 @@ fn write_back(
         .map_err(|e| format!("writing registers: {e}"))
 }
 
-/// Firmware memory outside guest RAM: host memory of its own, registered as a memory slot. The
+/// Firmware memory outside guest RAM: host memory of its own, registered as a memory slot: the
 /// ROM below 4 GiB (read-only where KVM can), at `4 GiB - len`, where the CPU fetches its first
-/// instruction; and, for another BIOS image, RAM for its option ROMs and upper memory blocks at
-/// 0xC0000. Not part of a saved state. Unmapped when dropped.
+/// instruction. Not part of a saved state (it is rebuilt from the image). Unmapped when dropped.
 pub struct RomMapping {
     host: *mut libc::c_void,
     len: usize,

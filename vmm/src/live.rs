@@ -163,14 +163,6 @@ impl LiveVm {
 
     /// Saves the VM (pausing it if it runs); leaves it paused.
     pub fn save(&self, path: &Path) -> Result<serde_json::Value, ApiError> {
-        if let Some(bios) = &self.config.bios {
-            // The image's RAM at 0xC0000-0xDFFFF (its runtime data) is outside guest memory
-            // and would not come back: such a state would not run on.
-            return Err(ApiError::conflict(format!(
-                "a VM running the BIOS image {} cannot be saved yet (its option-ROM memory is not part of the saved state); kettle's own BIOS can",
-                bios.display()
-            )));
-        }
         let t0 = Instant::now();
         if !self.run_state.is_paused() {
             self.pause()?;

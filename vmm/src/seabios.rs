@@ -12,11 +12,12 @@
 //!   i440BX it logs "Unable to unlock ram - bridge not found" and "Unable to lock ram - bridge
 //!   not found" and carries on, since the copy is already in writable RAM. Redo the copy on
 //!   every machine reset, like the flash-to-shadow copy of real hardware.
-//! - **0xC0000-0xDFFFF should be RAM too** (QEMU makes it RAM through PAM): SeaBIOS places
-//!   option ROMs from 0xC0000 and its low allocation zone (`ZoneLow`) just below its runtime
-//!   code, from at most 64 KiB below it, and zeroes 0xC0000 up to that zone before booting.
-//!   With this image and no option ROMs its allocations stay above 0xE0000, so unbacked
-//!   0xC0000-0xDFFFF only costs MMIO exits for that memset, but it is fragile.
+//! - **0xC0000-0xDFFFF is RAM too** (QEMU makes it RAM through PAM): SeaBIOS places option
+//!   ROMs from 0xC0000 and its low allocation zone (`ZoneLow`) just below its runtime code, from
+//!   at most 64 KiB below it, and zeroes 0xC0000 up to that zone before booting (unbacked, that
+//!   memset alone is a quarter of a million MMIO exits). kettle makes it part of guest memory
+//!   ([`crate::vm::ram_spans`]), so it is saved and restored with the VM; e820 still reports
+//!   the range as a hole.
 //! - **CPU**: start vCPU 0 at the reset vector in real mode: CS selector 0xF000 with base
 //!   0xF0000 (not the architectural 0xFFFF0000, so the shadow copy is what runs), IP 0xFFF0
 //!   ([`RESET_CS_SELECTOR`], [`RESET_CS_BASE`], [`RESET_IP`]). Leave the other vCPUs in KVM's

@@ -311,10 +311,23 @@ pub fn saved_config(cfg: &VmConfig) -> crate::snapshot::SavedConfig {
     }
 }
 
-/// Merges the memory map into contiguous spans backed by host memory (one KVM slot each).
-pub fn ram_spans(layout: &MemoryLayout) -> Vec<(u64, u64)> {
+/// Guest memory as contiguous spans backed by host memory (one KVM slot each): the memory
+/// map's RAM, and for a BIOS image (`--bios`, `image_firmware`) also 0xC0000-0xDFFFF, where
+/// such a BIOS puts option ROMs, upper memory blocks and its own runtime data (QEMU's PAM
+/// makes that range RAM). Everything here is saved with the VM and comes back on restore; the
+/// memory map the guest is told of does not change.
+pub fn ram_spans(layout: &MemoryLayout, image_firmware: bool) -> Vec<(u64, u64)> {
+    let mut regions = layout.regions.clone();
+    if image_firmware {
+        regions.push(arch::layout::Region {
+            start: arch::layout::VGA_END,
+            size: arch::layout::BIOS_AREA_START - arch::layout::VGA_END,
+            kind: RegionKind::Reserved,
+        });
+        regions.sort_by_key(|r| r.start);
+    }
     let mut spans: Vec<(u64, u64)> = Vec::new();
-    for r in &layout.regions {
+    for r in &regions {
         debug_assert!(matches!(r.kind, RegionKind::Ram | RegionKind::Reserved));
         match spans.last_mut() {
             Some((start, size)) if *start + *size == r.start => *size += r.size,
@@ -328,7 +341,8 @@ impl Vm {
     /// A fresh VM that boots `cfg`'s kernel.
     pub fn build(cfg: &VmConfig, host: &HostResources) -> Result<Self, VmError> {
         let layout = MemoryLayout::new(cfg.memory)?;
-        let ranges: Vec<(GuestAddress, usize)> = ram_spans(&layout)
+        let image_firmware = matches!(cfg.firmware(), Firmware::Image(_));
+        let ranges: Vec<(GuestAddress, usize)> = ram_spans(&layout, image_firmware)
             .into_iter()
             .map(|(s, n)| (GuestAddress(s), n as usize))
             .collect();
@@ -533,22 +547,7 @@ impl Vm {
         if let Some(image) = rom_image(cfg)? {
             let at = arch::layout::FOUR_GIB - image.len() as u64;
             let slot = mem.num_regions() as u32;
-            rom.push(map_firmware(&kvm, &fd, slot, &image, at, true)?);
-            if let Firmware::Image(_) = cfg.firmware() {
-                // Another BIOS puts option ROMs and upper memory blocks at 0xC0000-0xDFFFF and
-                // clears it first, as QEMU's PAM makes it RAM. Unbacked, that clearing alone is
-                // a quarter of a million MMIO exits.
-                let umb =
-                    vec![0u8; (arch::layout::BIOS_AREA_START - arch::layout::VGA_END) as usize];
-                rom.push(map_firmware(
-                    &kvm,
-                    &fd,
-                    slot + 1,
-                    &umb,
-                    arch::layout::VGA_END,
-                    false,
-                )?);
-            }
+            rom.push(map_firmware(&kvm, &fd, slot, &image, at)?);
         }
 
         let control = Arc::new(Control::new().map_err(|e| VmError::Devices(e.to_string()))?);
@@ -754,18 +753,17 @@ fn setup_lapic(vcpu: &VcpuFd) -> Result<(), VmError> {
 }
 
 /// Maps `image` at guest-physical `at` in memory slot `slot` (one after guest RAM's), read-only
-/// where KVM can when `readonly`.
+/// where KVM can.
 fn map_firmware(
     kvm: &Kvm,
     fd: &VmFd,
     slot: u32,
     image: &[u8],
     at: u64,
-    readonly: bool,
 ) -> Result<crate::bios::RomMapping, VmError> {
     let rom = crate::bios::RomMapping::new(image, at)
         .map_err(|e| VmError::Memory(format!("mapping firmware memory at {at:#x}: {e}")))?;
-    let readonly = readonly && kvm.check_extension(Cap::ReadonlyMem);
+    let readonly = kvm.check_extension(Cap::ReadonlyMem);
     let r = kvm_userspace_memory_region {
         slot,
         flags: if readonly {
@@ -918,7 +916,7 @@ mod tests {
     #[test]
     fn spans_merge_adjacent_regions() {
         let l = MemoryLayout::new(5 << 30).unwrap();
-        let s = ram_spans(&l);
+        let s = ram_spans(&l, false);
         assert_eq!(
             s,
             vec![
@@ -933,5 +931,22 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn a_bios_image_gets_ram_from_0xc0000() {
+        let l = MemoryLayout::new(64 << 20).unwrap();
+        assert_eq!(
+            ram_spans(&l, true),
+            vec![
+                (0, arch::layout::LEGACY_WINDOW_START),
+                (arch::layout::VGA_END, (64 << 20) - arch::layout::VGA_END),
+            ]
+        );
+        // What the guest is told stays the same.
+        assert!(arch::e820::entries(&l)
+            .iter()
+            .all(|e| e.addr + e.size <= arch::layout::LEGACY_WINDOW_START
+                || e.addr >= arch::layout::BIOS_AREA_START));
     }
 }

@@ -246,7 +246,7 @@ impl LoadedState {
             &machine.memory,
             mem.offset,
             mem.length,
-            &crate::vm::ram_spans(&layout),
+            &crate::vm::ram_spans(&layout, config.kernel.is_none() && config.bios.is_some()),
         )
         .map_err(invalid)?;
         Ok(LoadedState {
