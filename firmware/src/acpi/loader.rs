@@ -8,12 +8,12 @@
 //! - [`LOADER_FILE`] ("etc/table-loader"): the BIOS linker/loader script, an array of 128-byte
 //!   little-endian commands (QEMU `hw/acpi/bios-linker-loader.c`; executed by SeaBIOS
 //!   `src/fw/romfile_loader.c` in order):
-//!   - ALLOCATE (1): file name[56], alignment (LE32, a power of two), zone (u8: 1 = high
+//!   - ALLOCATE (1): file name\[56\], alignment (LE32, a power of two), zone (u8: 1 = high
 //!     memory, 2 = F segment): copy the file into memory of that zone.
-//!   - ADD_POINTER (2): destination file[56], source file[56], offset (LE32), size (u8: 1, 2, 4
+//!   - ADD_POINTER (2): destination file\[56\], source file\[56\], offset (LE32), size (u8: 1, 2, 4
 //!     or 8): add the source file's address to the little-endian integer at that offset of the
 //!     destination file.
-//!   - ADD_CHECKSUM (3): file[56], checksum offset, start, length (LE32 each): subtract the
+//!   - ADD_CHECKSUM (3): file\[56\], checksum offset, start, length (LE32 each): subtract the
 //!     8-bit sum of the range from the byte at the checksum offset, which makes the range sum
 //!     to zero.
 //!

@@ -26,7 +26,7 @@
 use super::cpu::{Call, IoPorts, MemError, RealMem, RealModeRegs};
 use super::disk::Drive;
 use super::rom;
-use super::spec::{disk, eltorito, flags};
+use super::spec::{disk, ebda, eltorito, flags};
 use super::video::print;
 use super::{Bios, BiosError};
 use arch::layout::EBDA_START;
@@ -103,7 +103,61 @@ pub(super) fn describe(attempts: &[BootAttempt]) -> String {
         .collect()
 }
 
-/// The El Torito boot in effect, for INT 13h AX=4B01h.
+/// What booted last: the boot order's device (INT 18h goes on after it) and, for a CD, the El
+/// Torito boot in effect (INT 13h AX=4B01h reports it). Kept in the EBDA
+/// ([`ebda::BOOT_RECORD`]), guest memory, so that it survives a save and restore of the VM
+/// with the rest of the BIOS's data areas; what the guest may have written there is read
+/// back as no record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct BootRecord {
+    pub booted: Option<usize>,
+    pub cd: Option<CdBoot>,
+}
+
+impl BootRecord {
+    pub(super) fn load(mem: &RealMem) -> Self {
+        let mut b = [0u8; ebda::BOOT_RECORD_LEN];
+        if mem
+            .read_phys(EBDA_START + ebda::BOOT_RECORD, &mut b)
+            .is_err()
+            || b[0] != ebda::BOOT_RECORD_MAGIC
+        {
+            return Self::default();
+        }
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        Self {
+            booted: (b[1] & ebda::BOOTED_VALID != 0).then_some(usize::from(b[2])),
+            cd: (b[1] & ebda::CD_BOOT_VALID != 0).then(|| CdBoot {
+                drive: b[3],
+                image_lba: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+                load_segment: u16_at(8),
+                sectors: u16_at(10),
+            }),
+        }
+    }
+
+    /// Writes the record; a failure (the EBDA is RAM, so it should not happen) is logged.
+    pub(super) fn store(&self, mem: &mut RealMem) {
+        let mut b = [0u8; ebda::BOOT_RECORD_LEN];
+        b[0] = ebda::BOOT_RECORD_MAGIC;
+        if let Some(i) = self.booted {
+            b[1] |= ebda::BOOTED_VALID;
+            b[2] = u8::try_from(i).unwrap_or(u8::MAX);
+        }
+        if let Some(cd) = &self.cd {
+            b[1] |= ebda::CD_BOOT_VALID;
+            b[3] = cd.drive;
+            b[4..8].copy_from_slice(&cd.image_lba.to_le_bytes());
+            b[8..10].copy_from_slice(&cd.load_segment.to_le_bytes());
+            b[10..12].copy_from_slice(&cd.sectors.to_le_bytes());
+        }
+        if let Err(e) = mem.write_phys(EBDA_START + ebda::BOOT_RECORD, &b) {
+            log::warn!("BIOS: cannot keep the boot record in the EBDA: {e}");
+        }
+    }
+}
+
+/// An El Torito boot, for INT 13h AX=4B01h.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct CdBoot {
     pub drive: u8,
@@ -137,18 +191,22 @@ impl Bios {
         regs: &mut RealModeRegs,
         from: usize,
     ) -> Result<(), BiosError> {
-        self.cd_boot = None;
+        let before = BootRecord::load(mem);
         let mut attempts = Vec::new();
         let order = self.config.boot_order.clone();
         for (i, device) in order.iter().enumerate().skip(from) {
             let result = match device {
-                BootDevice::Disk => self.boot_disk(mem),
-                BootDevice::Cdrom => self.boot_cdrom(mem),
+                BootDevice::Disk => self.boot_disk(mem).map(|start| (start, None)),
+                BootDevice::Cdrom => self.boot_cdrom(mem).map(|(start, cd)| (start, Some(cd))),
             };
             match result {
-                Ok(start) => {
+                Ok((start, cd)) => {
                     log::info!("BIOS: booting from the {device}");
-                    self.booted = Some(i);
+                    BootRecord {
+                        booted: Some(i),
+                        cd,
+                    }
+                    .store(mem);
                     *regs = start;
                     return Ok(());
                 }
@@ -165,6 +223,11 @@ impl Bios {
                 }
             }
         }
+        BootRecord {
+            booted: before.booted,
+            cd: None,
+        }
+        .store(mem);
         print(mem, io, "kettle BIOS: no bootable device\r\n");
         Err(BiosError::NoBootDevice { attempts })
     }
@@ -184,7 +247,8 @@ impl Bios {
         call: &mut Call,
         io: &mut dyn IoPorts,
     ) -> Result<(), BiosError> {
-        let from = self.booted.map_or(self.config.boot_order.len(), |i| i + 1);
+        let booted = BootRecord::load(&call.mem).booted;
+        let from = booted.map_or(self.config.boot_order.len(), |i| i + 1);
         self.boot_or_halt(call, io, from)
     }
 
@@ -227,7 +291,7 @@ impl Bios {
         Ok(start_regs(0, BOOT_SECTOR_ADDR as u16, drive.number))
     }
 
-    fn boot_cdrom(&mut self, mem: &mut RealMem) -> Result<RealModeRegs, BootFailure> {
+    fn boot_cdrom(&self, mem: &mut RealMem) -> Result<(RealModeRegs, CdBoot), BootFailure> {
         let drive = self.drive(disk::FIRST_CDROM).ok_or(BootFailure::NoCdrom)?;
         let image = el_torito_image(drive)?;
         let start = u64::from(image.load_segment) << 4;
@@ -247,8 +311,7 @@ impl Bios {
             .map_err(|message| BootFailure::Read { lba, message })?;
         mem.write_phys(start, &data).map_err(BootFailure::Memory)?;
         let regs = start_regs(image.load_segment, 0, drive.number);
-        self.cd_boot = Some(image);
-        Ok(regs)
+        Ok((regs, image))
     }
 }
 

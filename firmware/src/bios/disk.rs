@@ -548,7 +548,8 @@ impl Bios {
     /// AX=4B00h (terminate emulation) and 4B01h (status): the El Torito specification packet
     /// at DS:SI. A no-emulation boot has nothing to terminate; both only report.
     fn cd_emulation_status(&self, call: &mut Call, ctx: &Ctx) -> Status {
-        let Some(boot) = self.cd_boot.as_ref().filter(|_| call.regs.al() <= 0x01) else {
+        let record = super::boot::BootRecord::load(&call.mem);
+        let Some(boot) = record.cd.as_ref().filter(|_| call.regs.al() <= 0x01) else {
             return Err(Failure::status(disk::INVALID));
         };
         let slot = self.drive(boot.drive).map_or(0, |d| d.slot);

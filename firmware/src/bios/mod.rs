@@ -31,6 +31,15 @@
 //! replace every register: they start the boot code, or park the vCPU in the POST stub's `hlt`
 //! loop when nothing boots.
 //!
+//! # Where the BIOS keeps its state
+//!
+//! In guest memory, like a real BIOS: the IVT, the BIOS data area (keyboard buffer, tick count,
+//! cursor), the EBDA (with kettle's boot record: what booted, the El Torito boot for AX=4B01h)
+//! and the text buffer. A saved VM carries all of it, so a restored VM's BIOS (a fresh [`Bios`]
+//! over the saved memory) goes on where the old one was; the [`Bios`] value itself keeps only
+//! its configuration, the drives, the A20 gate as the VMM reports it and the serial console's
+//! half-read escape sequence.
+//!
 //! # What the VMM provides
 //!
 //! - [`GuestMem`]: guest RAM (every access fallible, never partial);

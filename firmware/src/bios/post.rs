@@ -49,7 +49,6 @@ impl Bios {
         self.write_bda(mem).map_err(BiosError::PostMemory)?;
         write_ebda(mem).map_err(BiosError::PostMemory)?;
         self.serial_keys = Default::default();
-        self.booted = None;
         let mut mem = RealMem::new(mem, self.a20);
         clear_buffer(&mut mem).map_err(BiosError::PostMemory)?;
         self.boot(&mut mem, io, regs, 0)

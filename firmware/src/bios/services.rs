@@ -11,7 +11,7 @@
 //! buffer or the guest's stack is not RAM, the service reports what it can to the guest and
 //! returns [`BiosError::Memory`] for the VMM to log; it never panics.
 
-use super::boot::{BootDevice, CdBoot};
+use super::boot::BootDevice;
 use super::cpu::{Call, GuestMem, IoPorts, RealModeRegs};
 use super::disk::{BiosDisk, Drive};
 use super::keyboard::SerialKeys;
@@ -64,11 +64,6 @@ pub struct Bios {
     pub(super) drives: Vec<Drive>,
     /// What the serial console's input decoder has seen of an escape sequence.
     pub(super) serial_keys: SerialKeys,
-    /// The index in `config.boot_order` of the device that booted last (INT 18h goes on after
-    /// it).
-    pub(super) booted: Option<usize>,
-    /// The El Torito boot in effect (INT 13h AX=4B01h reports it).
-    pub(super) cd_boot: Option<CdBoot>,
 }
 
 impl std::fmt::Debug for Bios {
@@ -77,8 +72,6 @@ impl std::fmt::Debug for Bios {
             .field("config", &self.config)
             .field("a20", &self.a20)
             .field("drives", &self.drives)
-            .field("booted", &self.booted)
-            .field("cd_boot", &self.cd_boot)
             .finish_non_exhaustive()
     }
 }
@@ -108,8 +101,6 @@ impl Bios {
             a20: true,
             drives: Drive::number(disks),
             serial_keys: SerialKeys::default(),
-            booted: None,
-            cd_boot: None,
         }
     }
 

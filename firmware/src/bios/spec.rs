@@ -101,6 +101,16 @@ pub mod ebda {
     /// Byte at offset 0: the EBDA's size in KiB.
     pub const SIZE_KIB: u16 = 0x00;
     pub const KIB: u16 = 1;
+    /// kettle's boot record (12 bytes, in the part of the EBDA no standard assigns): what
+    /// booted, kept in guest memory so that a saved and restored VM still knows it. Byte 0:
+    /// [`BOOT_RECORD_MAGIC`]; 1: flags ([`BOOTED_VALID`], [`CD_BOOT_VALID`]); 2: the index in
+    /// the boot order of the device that booted; 3: the CD's drive number; 4-7: the boot
+    /// image's 2048-byte block; 8-9: its load segment; 10-11: its 512-byte sectors.
+    pub const BOOT_RECORD: u64 = 0x200;
+    pub const BOOT_RECORD_LEN: usize = 12;
+    pub const BOOT_RECORD_MAGIC: u8 = b'K';
+    pub const BOOTED_VALID: u8 = 1;
+    pub const CD_BOOT_VALID: u8 = 2;
 }
 
 /// The text mode POST leaves: mode 3, 80x25, 16 colours, 8x16 characters.

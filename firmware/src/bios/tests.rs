@@ -1790,6 +1790,44 @@ fn cd_boots_without_emulation() {
 }
 
 #[test]
+fn what_booted_is_kept_in_guest_memory_across_a_restore() {
+    let mut g = Guest::with_disks(
+        config_with(&[BootDevice::Cdrom, BootDevice::Disk]),
+        disk_and_cd(Some(FakeDisk::hard_disk(2048)), iso(IsoSpec::default())),
+    );
+    assert_eq!(g.post.clone().unwrap().dl(), 0xe0);
+    let packet = |g: &mut Guest| {
+        let o = g.int_cf(0x13, dap_regs(0x4b01, 0xe0, 0x6000));
+        assert!(!o.cf());
+        g.mem.bytes[0x6000..0x6013].to_vec()
+    };
+    let before = packet(&mut g);
+    // A restored VM gets a new BIOS over the saved memory: it knows the boot from the EBDA.
+    g.bios = Bios::new(
+        config_with(&[BootDevice::Cdrom, BootDevice::Disk]),
+        Box::new(g.cmos.clone()),
+        disk_and_cd(Some(FakeDisk::hard_disk(2048)), iso(IsoSpec::default())),
+    );
+    g.mem.bytes[0x6000..0x6013].fill(0);
+    assert_eq!(packet(&mut g), before);
+    // INT 18h goes on with the device after the CD: the disk.
+    let o = g.int(0x18, ax_regs(0));
+    assert_eq!(o.result, Ok(()));
+    assert_eq!(o.regs.dl(), 0x80);
+    // Now the disk booted: no El Torito boot is in effect any more.
+    assert!(g.int(0x13, dap_regs(0x4b01, 0xe0, 0x6000)).cf());
+    // Whatever the guest writes over the record reads back as no record, never a crash.
+    let at = (arch::layout::EBDA_START + 0x200) as usize;
+    g.mem.bytes[at..at + 12].copy_from_slice(&[
+        b'K', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    ]);
+    let o = g.int_cf(0x13, dap_regs(0x4b01, 0xe0, 0x6000));
+    assert!(!o.cf(), "a packet is written, whatever it says");
+    let o = g.int(0x18, ax_regs(0));
+    assert!(matches!(o.result, Err(BiosError::NoBootDevice { .. })));
+}
+
+#[test]
 fn cd_drive_reads_2048_byte_blocks() {
     let mut g = Guest::with_disks(
         config_with(&[BootDevice::Cdrom]),
