@@ -198,11 +198,17 @@ pub fn remove(elf: &Path) {
 /// Runs `kettle run --kernel ELF --serial file:... ARGS` to its end (60 s at most): exit code,
 /// serial output, stderr.
 pub fn run_kettle(elf: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let serial = elf.with_extension("serial");
+    let mut all = vec!["--kernel", elf.to_str().expect("a UTF-8 path")];
+    all.extend_from_slice(args);
+    run_to_exit(&elf.with_extension("serial"), &all)
+}
+
+/// Runs `kettle run --serial file:SERIAL ARGS` to its end (60 s at most; a kettle still running
+/// then is killed and the test fails with what it printed): exit code, serial output, stderr.
+/// The serial file is removed.
+pub fn run_to_exit(serial: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let mut child = Command::new(crate::nested::kettle_binary())
         .arg("run")
-        .arg("--kernel")
-        .arg(elf)
         .arg("--serial")
         .arg(format!("file:{}", serial.display()))
         .args(args)
@@ -218,18 +224,29 @@ pub fn run_kettle(elf: &Path, args: &[&str]) -> (Option<i32>, String, String) {
         }
         if start.elapsed() > Duration::from_secs(60) {
             let _ = child.kill();
+            let _ = child.wait();
             panic!(
-                "kettle hung; serial so far: {}",
-                std::fs::read_to_string(&serial).unwrap_or_default()
+                "kettle {args:?} did not exit within 60 s\nserial: {}\nstderr: {}",
+                std::fs::read_to_string(serial).unwrap_or_default(),
+                child_stderr(&mut child)
             );
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    let out = std::fs::read_to_string(&serial).unwrap_or_default();
-    let _ = std::fs::remove_file(&serial);
+    let stderr = child_stderr(&mut child);
+    let out = std::fs::read_to_string(serial).unwrap_or_default();
+    let _ = std::fs::remove_file(serial);
     (status.code(), out, stderr)
+}
+
+/// What a child started with a piped stderr wrote there (read to its end; empty if it was
+/// taken already).
+pub fn child_stderr(child: &mut std::process::Child) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut s);
+    }
+    s
 }
 
 /// The real-mode prelude of a boot-sector guest ([`boot_disk`]): it starts at 0000:7C00 as a

@@ -57,40 +57,17 @@ fn spawn(fw: Firmware, serial: &Path, args: &[&str]) -> Child {
         .expect("starting kettle")
 }
 
-fn stderr_of(child: &mut Child) -> String {
-    let mut s = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut s);
-    }
-    s
-}
-
 /// Runs kettle to its exit (60 s at most) with COM1 in a file next to `image`.
 fn run(fw: Firmware, image: &Path, args: &[&str]) -> Run {
     let serial = image.with_extension(format!("{fw:?}.serial"));
-    let mut child = spawn(fw, &serial, args);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "kettle ({fw:?}) did not exit within 60 s\nserial: {}\nstderr: {}",
-                std::fs::read_to_string(&serial).unwrap_or_default(),
-                stderr_of(&mut child)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stderr = stderr_of(&mut child);
-    let out = std::fs::read_to_string(&serial).unwrap_or_default();
-    let _ = std::fs::remove_file(&serial);
+    let fw_args = fw.args();
+    let mut all: Vec<&str> = fw_args.iter().map(String::as_str).collect();
+    all.extend_from_slice(&["--memory", "64M"]);
+    all.extend_from_slice(args);
+    let (code, serial, stderr) = guest::run_to_exit(&serial, &all);
     Run {
-        code: status.code(),
-        serial: out,
+        code,
+        serial,
         stderr,
     }
 }
@@ -108,7 +85,7 @@ fn run_until(fw: Firmware, dir: &Path, args: &[&str], text: &str) -> Run {
             let exited = child.try_wait().unwrap();
             let _ = child.kill();
             let _ = child.wait();
-            let stderr = stderr_of(&mut child);
+            let stderr = guest::child_stderr(&mut child);
             let out = std::fs::read_to_string(&serial).unwrap_or_default();
             let _ = std::fs::remove_file(&serial);
             return Run {
@@ -120,7 +97,7 @@ fn run_until(fw: Firmware, dir: &Path, args: &[&str], text: &str) -> Run {
         if let Some(s) = child.try_wait().unwrap() {
             panic!(
                 "kettle ({fw:?}) exited ({s}) before COM1 showed {text:?}\nserial: {out}\nstderr: {}",
-                stderr_of(&mut child)
+                guest::child_stderr(&mut child)
             );
         }
         if start.elapsed() > Duration::from_secs(60) {
@@ -128,7 +105,7 @@ fn run_until(fw: Firmware, dir: &Path, args: &[&str], text: &str) -> Run {
             let _ = child.wait();
             panic!(
                 "COM1 did not show {text:?} within 60 s ({fw:?})\nserial: {out}\nstderr: {}",
-                stderr_of(&mut child)
+                guest::child_stderr(&mut child)
             );
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -764,12 +741,19 @@ fn int16_reads_keys_typed_on_the_serial_console() {
         if start.elapsed() > Duration::from_secs(30) {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the guest did not end after 'q': {}", stderr_of(&mut child));
+            panic!(
+                "the guest did not end after 'q': {}",
+                guest::child_stderr(&mut child)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let out = reader.join().unwrap();
-    assert!(status.success(), "{out}\n{}", stderr_of(&mut child));
+    assert!(
+        status.success(),
+        "{out}\n{}",
+        guest::child_stderr(&mut child)
+    );
     assert!(out.contains("WAITING FOR KEYS"), "{out}");
     let keys: Vec<&str> = out
         .lines()
