@@ -1,7 +1,8 @@
 //! Save state and the control API with a small guest on the local KVM: a guest counting on the
 //! serial port is saved and restored several times (mapped and copied memory) and its count
 //! goes on without a gap or a repeat; pause and resume through the API (and `kettle ctl`);
-//! damaged, foreign and newer saved-state files are refused with the reason.
+//! the text screen a BIOS-booted guest wrote, through the API (and `kettle ctl`); damaged,
+//! foreign and newer saved-state files are refused with the reason.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -615,6 +616,107 @@ fn bios_vm_saved_and_restored(tag: &str, firmware: &[&str]) {
         }
         outputs.push(serial);
     }
+    guest::remove(&disk);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The counts on whole `TICK nnnn` rows of a screen, top to bottom (the BIOS's own messages and
+/// a row still being written do not count).
+fn screen_ticks(text: &str) -> Vec<u32> {
+    text.split('\n')
+        .filter_map(|row| row.strip_prefix("TICK "))
+        .filter(|v| v.len() == 4)
+        .filter_map(|v| u32::from_str_radix(v, 16).ok())
+        .collect()
+}
+
+/// GET /v1/screen: checks its shape (25 rows of at most 80 columns) and returns the text.
+fn screen(vm: &Vm) -> String {
+    let (code, body) = vm.request("GET", "/v1/screen", "");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+    assert_eq!(v["rows"], 25, "{body}");
+    assert_eq!(v["columns"], 80, "{body}");
+    let text = v["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text: {body}"));
+    let rows: Vec<&str> = text.split('\n').collect();
+    assert_eq!(rows.len(), 25, "{text}");
+    assert!(
+        rows.iter().all(|r| r.len() <= 80 && !r.ends_with(' ')),
+        "{text}"
+    );
+    text.to_string()
+}
+
+#[test]
+fn the_screen_shows_what_the_bios_printed_through_the_api_and_kettle_ctl() {
+    let dir = scratch("screen");
+    let sector = guest::boot_sector("bios_counter", BIOS_COUNTER);
+    let disk = guest::raw_disk("bios_counter_screen", &sector, &[], 1 << 20);
+    let vm = Vm::start(
+        &dir,
+        "screen",
+        &["--disk", disk.to_str().unwrap(), "--memory", "32M"],
+    );
+    // More TICK lines than the screen has rows: it has scrolled.
+    vm.wait_lines(30);
+    // While the VM runs: the screen holds a run of counts the serial console printed too.
+    let text = screen(&vm);
+    let serial = ticks(&std::fs::read_to_string(&vm.serial).unwrap());
+    let shown = screen_ticks(&text);
+    assert!(
+        shown.len() >= 20,
+        "too few TICK rows on the screen:\n{text}"
+    );
+    for w in shown.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "the screen's counts have a gap:\n{text}");
+    }
+    assert!(
+        shown.iter().all(|t| serial.contains(t)),
+        "the screen shows counts the serial console did not print:\n{text}\nserial: {serial:?}"
+    );
+    // Paused, the screen stands still: its last TICK row is the serial console's last whole
+    // line (or the one after it, when the pause came between the screen and COM1 of its last
+    // character: the BIOS writes the cell first).
+    let (code, body) = vm.request("PUT", "/v1/pause", "");
+    assert_eq!(code, 200, "{body}");
+    let text = screen(&vm);
+    let mut serial = std::fs::read_to_string(&vm.serial).unwrap();
+    serial.truncate(serial.rfind('\n').map_or(0, |i| i + 1));
+    let last = *ticks(&serial)
+        .last()
+        .expect("no TICK line on the serial console");
+    assert!(
+        text.split('\n').any(|r| r == format!("TICK {last:04x}")),
+        "the serial console's last line, TICK {last:04x}, is not on the screen:\n{text}"
+    );
+    let shown = screen_ticks(&text);
+    assert!(
+        matches!(shown.last(), Some(&t) if t == last || t == last + 1),
+        "the screen ends at {:?}, the serial console at {last}:\n{text}",
+        shown.last()
+    );
+    // kettle ctl prints the same text, as it is.
+    let ctl = Command::new(kettle_binary())
+        .arg("ctl")
+        .arg(&vm.api)
+        .arg("screen")
+        .output()
+        .unwrap();
+    assert!(
+        ctl.status.success(),
+        "kettle ctl screen: {}",
+        String::from_utf8_lossy(&ctl.stderr)
+    );
+    let out = String::from_utf8(ctl.stdout).unwrap();
+    assert_eq!(out, format!("{text}\n"));
+    assert!(out.contains(&format!("\nTICK {last:04x}\n")), "{out}");
+    let (code, body) = vm.request("PUT", "/v1/power-off", "");
+    assert_eq!(code, 200, "{body}");
+    let (code, err) = vm.wait();
+    assert_eq!(code, Some(0), "{err}");
     guest::remove(&disk);
     let _ = std::fs::remove_dir_all(&dir);
 }

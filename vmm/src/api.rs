@@ -51,6 +51,11 @@ const DRAIN_TIME: Duration = Duration::from_secs(1);
 pub trait VmApi: Send + Sync {
     /// `{"state": "running"|"paused", "uptime_secs": f64, "config": {...}, ...}`.
     fn status(&self) -> Result<Value, ApiError>;
+    /// The VM's text screen, page 0 of the colour text buffer at 0xB8000 that the BIOS's
+    /// INT 10h, boot loaders, DOS programs and Linux's vgacon write:
+    /// `{"rows": 25, "columns": 80, "text": ..}`, the text being the rows joined by `\n`, each
+    /// without its trailing spaces. Answers whether the VM runs or is paused.
+    fn screen(&self) -> Result<Value, ApiError>;
     fn pause(&self) -> Result<(), ApiError>;
     fn resume(&self) -> Result<(), ApiError>;
     /// Saves the VM to `path` (always absolute: the server resolves a relative one against
@@ -758,6 +763,7 @@ fn read_request(conn: &mut Conn) -> Result<Request, ReadFail> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Status,
+    Screen,
     Pause,
     Resume,
     SaveState,
@@ -773,6 +779,7 @@ impl Route {
         let rest = path.strip_prefix("/v1/").ok_or_else(not_found)?;
         Ok(match rest {
             "status" => Route::Status,
+            "screen" => Route::Screen,
             "pause" => Route::Pause,
             "resume" => Route::Resume,
             "save-state" => Route::SaveState,
@@ -796,7 +803,7 @@ impl Route {
 
     fn allow(self) -> &'static str {
         match self {
-            Route::Status => "GET",
+            Route::Status | Route::Screen => "GET",
             _ => "PUT, POST",
         }
     }
@@ -852,6 +859,7 @@ fn dispatch(vm: &dyn VmApi, req: &Request) -> Result<Value, ApiError> {
     let call = || -> Result<Value, ApiError> {
         match req.route {
             Route::Status => vm.status(),
+            Route::Screen => vm.screen(),
             Route::Pause => plain(|v| v.pause()),
             Route::Resume => plain(|v| v.resume()),
             Route::Reset => plain(|v| v.reset()),
@@ -1001,6 +1009,10 @@ pub(crate) mod tests {
                 "config": {"memory": 268435456, "cpus": 1},
             }))
         }
+        fn screen(&self) -> Result<Value, ApiError> {
+            self.enter("screen".into())?;
+            Ok(json!({"rows": 25, "columns": 80, "text": mock_screen()}))
+        }
         fn pause(&self) -> Result<(), ApiError> {
             self.enter("pause".into())?;
             let mut p = self.paused.lock().unwrap();
@@ -1039,6 +1051,15 @@ pub(crate) mod tests {
             }
             Ok(())
         }
+    }
+
+    /// The mock VM's screen: a DOS prompt, then blank rows down to the 25th.
+    pub(crate) fn mock_screen() -> String {
+        let mut rows = vec![""; 25];
+        rows[0] = "C:\\>ver";
+        rows[2] = "MS-DOS Version 6.22";
+        rows[4] = "C:\\>";
+        rows.join("\n")
     }
 
     /// A private directory for a test's socket; removed on drop.
@@ -1181,6 +1202,15 @@ pub(crate) mod tests {
         let r = req(&p, "GET", "/v1/status", "");
         assert_eq!(r.status, 200);
         assert_eq!(r.json()["state"], "running");
+        let r = req(&p, "GET", "/v1/screen", "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        let screen = r.json();
+        assert_eq!(
+            (&screen["rows"], &screen["columns"]),
+            (&json!(25), &json!(80))
+        );
+        assert_eq!(screen["text"], mock_screen());
+        assert_eq!(vm.calls().last().unwrap(), "screen");
         for (target, call) in [
             ("/v1/pause", "pause"),
             ("/v1/resume", "resume"),
@@ -1243,6 +1273,9 @@ pub(crate) mod tests {
             let r = req(&p, "GET", "/v1/status", "");
             assert_eq!((r.status, r.error()), (e.status, e.message));
         }
+        vm.fail_next(ApiError::unavailable("the VM has stopped"));
+        let r = req(&p, "GET", "/v1/screen", "");
+        assert_eq!((r.status, r.error().as_str()), (503, "the VM has stopped"));
         // A status outside 400..=599 still makes a well-formed error.
         vm.fail_next(ApiError::new(200, "odd"));
         assert_eq!(req(&p, "PUT", "/v1/reset", "").status, 500);
@@ -1329,6 +1362,8 @@ pub(crate) mod tests {
         for (method, target, allow) in [
             ("PUT", "/v1/status", "GET"),
             ("POST", "/v1/status", "GET"),
+            ("PUT", "/v1/screen", "GET"),
+            ("POST", "/v1/screen", "GET"),
             ("GET", "/v1/pause", "PUT, POST"),
             ("DELETE", "/v1/save-state", "PUT, POST"),
             ("get", "/v1/status", "GET"),
@@ -1688,6 +1723,9 @@ pub(crate) mod tests {
         impl VmApi for Named {
             fn status(&self) -> Result<Value, ApiError> {
                 Ok(json!({"thread": thread::current().name()}))
+            }
+            fn screen(&self) -> Result<Value, ApiError> {
+                Ok(json!({}))
             }
             fn pause(&self) -> Result<(), ApiError> {
                 Ok(())

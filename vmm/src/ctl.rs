@@ -2,8 +2,9 @@
 //!
 //! Each invocation connects to the unix socket, sends one HTTP/1.1 request, reads the answer
 //! to the end (the server closes every connection after one response) and turns it into one
-//! line (or, for `status`, pretty JSON) on stdout; errors are one line on stderr carrying the
-//! API's status and message, `kettle ctl: pause: 409 the VM is already paused`.
+//! line (or, for `status`, pretty JSON; for `screen`, the screen's 25 rows) on stdout; errors
+//! are one line on stderr carrying the API's status and message, `kettle ctl: pause: 409 the VM
+//! is already paused`.
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -24,13 +25,13 @@ const MAX_ANSWER: usize = 16 * 1024 * 1024;
 /// `kettle ctl`.
 #[derive(Args, Debug)]
 #[command(
-    about = "Control a running kettle through its --api-socket: status, pause, resume, \
+    about = "Control a running kettle through its --api-socket: status, screen, pause, resume, \
              save-state, reset, power-off, shutdown, link",
     after_help = "\
-Examples: kettle ctl /run/vm.sock status; kettle ctl /run/vm.sock save-state vm.kst --resume; \
-kettle ctl /run/vm.sock link 0 down. A relative save-state path is taken relative to the \
-directory you run `kettle ctl` in. The API itself (for curl and scripts) is described in \
-docs/api.md.
+Examples: kettle ctl /run/vm.sock status; kettle ctl /run/vm.sock screen; \
+kettle ctl /run/vm.sock save-state vm.kst --resume; kettle ctl /run/vm.sock link 0 down. \
+A relative save-state path is taken relative to the directory you run `kettle ctl` in. The \
+API itself (for curl and scripts) is described in docs/api.md.
 
 Exit status: 0 on success; 1 when kettle refuses or fails (the message gives the API's status \
 and reason) or cannot be reached; 2 for invalid arguments."
@@ -47,6 +48,8 @@ pub struct CtlArgs {
 pub enum CtlAction {
     /// Show the VM's state (running or paused), uptime and configuration, as JSON.
     Status,
+    /// Show the VM's text screen as a monitor would: 25 rows of 80 columns, as plain text.
+    Screen,
     /// Pause the VM: its vCPUs stop until it is resumed.
     Pause,
     /// Resume a paused VM.
@@ -87,6 +90,7 @@ impl CtlAction {
     pub fn name(&self) -> &'static str {
         match self {
             CtlAction::Status => "status",
+            CtlAction::Screen => "screen",
             CtlAction::Pause => "pause",
             CtlAction::Resume => "resume",
             CtlAction::SaveState { .. } => "save-state",
@@ -149,6 +153,7 @@ pub fn run(args: CtlArgs) -> Result<String, CtlError> {
     let action = args.action.name();
     let (method, target, body, timeout) = match &args.action {
         CtlAction::Status => ("GET", "/v1/status".to_string(), None, ANSWER_TIMEOUT),
+        CtlAction::Screen => ("GET", "/v1/screen".into(), None, ANSWER_TIMEOUT),
         CtlAction::Pause => ("PUT", "/v1/pause".into(), None, ANSWER_TIMEOUT),
         CtlAction::Resume => ("PUT", "/v1/resume".into(), None, ANSWER_TIMEOUT),
         CtlAction::Reset => ("PUT", "/v1/reset".into(), None, ANSWER_TIMEOUT),
@@ -185,6 +190,12 @@ pub fn run(args: CtlArgs) -> Result<String, CtlError> {
         body.as_ref(),
         timeout,
     )?;
+    if args.action == CtlAction::Screen && !value["text"].is_string() {
+        return Err(CtlError::Protocol {
+            action,
+            message: "the answer has no screen text".into(),
+        });
+    }
     Ok(describe(&args.action, &value))
 }
 
@@ -193,6 +204,8 @@ fn describe(action: &CtlAction, value: &Value) -> String {
     let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
     match action {
         CtlAction::Status => pretty(value),
+        // As it is: the rows, blank ones included, so that it lines up like the screen.
+        CtlAction::Screen => value["text"].as_str().unwrap_or_default().to_string(),
         CtlAction::Pause => "the VM is paused".into(),
         CtlAction::Resume => "the VM is running".into(),
         CtlAction::Reset => "the VM was reset".into(),
@@ -385,7 +398,7 @@ fn parse_response(mut raw: &[u8]) -> Result<(u16, &[u8]), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::tests::{server, TempDir};
+    use crate::api::tests::{mock_screen, server, TempDir};
     use crate::api::ApiError;
     use clap::{CommandFactory, Parser};
     use std::os::unix::net::UnixListener;
@@ -416,6 +429,8 @@ mod tests {
         assert_eq!(a.socket, Path::new("/run/k.sock"));
         assert_eq!(a.action, CtlAction::Status);
         for (word, action) in [
+            ("status", CtlAction::Status),
+            ("screen", CtlAction::Screen),
             ("pause", CtlAction::Pause),
             ("resume", CtlAction::Resume),
             ("reset", CtlAction::Reset),
@@ -451,6 +466,7 @@ mod tests {
         for bad in [
             &["s"][..],
             &["s", "frobnicate"],
+            &["s", "screen", "0"],
             &["s", "save-state"],
             &["s", "link", "0"],
             &["s", "link", "x", "up"],
@@ -466,6 +482,7 @@ mod tests {
             .to_string();
         assert!(help.contains("Control a running kettle"), "{help}");
         assert!(help.contains("save-state"), "{help}");
+        assert!(help.contains("screen"), "{help}");
         Cli::command().debug_assert();
     }
 
@@ -484,6 +501,9 @@ mod tests {
         let v: Value = serde_json::from_str(&status).unwrap();
         assert_eq!(v["state"], "running");
         assert!(status.contains("\n  \"state\": \"running\""), "{status}");
+        let screen = ctl(&s, CtlAction::Screen).unwrap();
+        assert_eq!(screen, mock_screen());
+        assert_eq!(screen.split('\n').count(), 25);
         assert_eq!(ctl(&s, CtlAction::Pause).unwrap(), "the VM is paused");
         let v: Value = serde_json::from_str(&ctl(&s, CtlAction::Status).unwrap()).unwrap();
         assert_eq!(v["state"], "paused");
@@ -527,6 +547,7 @@ mod tests {
             vm.calls(),
             [
                 "status".to_string(),
+                "screen".into(),
                 "pause".into(),
                 "status".into(),
                 "resume".into(),
@@ -574,6 +595,9 @@ mod tests {
         vm.fail_next(ApiError::unavailable("the VM is stopping"));
         let e = ctl(&s, CtlAction::Status).unwrap_err();
         assert_eq!(e.to_string(), "status: 503 the VM is stopping");
+        vm.fail_next(ApiError::unavailable("the VM has stopped"));
+        let e = ctl(&s, CtlAction::Screen).unwrap_err();
+        assert_eq!(e.to_string(), "screen: 503 the VM has stopped");
     }
 
     #[test]
@@ -651,6 +675,32 @@ mod tests {
         );
         let out = ctl(&dir.sock(), CtlAction::Status).unwrap();
         assert_eq!(out, "{\n  \"state\": \"paused\"\n}");
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn screen_prints_the_text_as_is() {
+        // The text goes out untouched: blank rows, leading spaces, and no JSON around it.
+        let dir = TempDir::new("ctlscreen");
+        let t = fake(
+            &dir,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 57\r\n\r\n\
+              {\"rows\":25,\"columns\":80,\"text\":\"  A:\\\\>dir\\n\\nTICK 0001\"}",
+        );
+        let out = ctl(&dir.sock(), CtlAction::Screen).unwrap();
+        assert_eq!(out, "  A:\\>dir\n\nTICK 0001");
+        t.join().unwrap();
+        // An answer without the text is kettle's fault, not an empty screen.
+        let dir = TempDir::new("ctlscreen");
+        let t = fake(
+            &dir,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 24\r\n\r\n{\"rows\":25,\"columns\":80}",
+        );
+        let e = ctl(&dir.sock(), CtlAction::Screen).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "screen: bad answer from kettle: the answer has no screen text"
+        );
         t.join().unwrap();
     }
 

@@ -25,6 +25,7 @@ use crate::vcpu::{Kicker, RunState};
 #[derive(Debug)]
 pub enum Request {
     Status,
+    Screen,
     Pause,
     Resume,
     Save { path: PathBuf, resume: bool },
@@ -88,6 +89,9 @@ impl VmApi for ApiQueue {
     fn status(&self) -> Result<serde_json::Value, ApiError> {
         self.ask(Request::Status, QUICK)
     }
+    fn screen(&self) -> Result<serde_json::Value, ApiError> {
+        self.ask(Request::Screen, QUICK)
+    }
     fn pause(&self) -> Result<(), ApiError> {
         self.ask(Request::Pause, QUICK).map(drop)
     }
@@ -135,6 +139,10 @@ pub struct LiveVm {
     pub flush_disks:
         Box<dyn Fn() -> Result<Vec<crate::snapshot_disks::DiskIdentity>, String> + Send>,
 }
+
+/// The size of the text [`devices::vga_text::VgaText::text`] returns: page 0 of mode 3.
+const SCREEN_ROWS: usize = 25;
+const SCREEN_COLUMNS: usize = 80;
 
 /// Pausing must finish within this; a vCPU stuck longer is a bug worth reporting.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -233,6 +241,13 @@ impl LiveVm {
                 "uptime_secs": self.uptime().as_secs_f64(),
                 "process_uptime_secs": queue.started.elapsed().as_secs_f64(),
                 "config": queue.config,
+            })),
+            // The buffer is plain memory behind a lock: reading it needs no pause, and a
+            // paused VM's screen is what it showed when it stopped.
+            Request::Screen => Ok(serde_json::json!({
+                "rows": SCREEN_ROWS,
+                "columns": SCREEN_COLUMNS,
+                "text": self.machine.vga_text.lock().unwrap().text(),
             })),
             Request::Pause => {
                 if self.run_state.is_paused() {

@@ -34,8 +34,8 @@ enum Command {
     /// Create, inspect, check, convert, merge, compact and resize VHD disk images; commit or
     /// discard undo disks; make differencing clones.
     Vhd(vmm::vhd_cmd::VhdArgs),
-    /// Control a running kettle through its --api-socket: status, pause, resume, save-state,
-    /// reset, power-off, shutdown, link (docs/api.md).
+    /// Control a running kettle through its --api-socket: status, screen, pause, resume,
+    /// save-state, reset, power-off, shutdown, link (docs/api.md).
     Ctl(vmm::ctl::CtlArgs),
 }
 
@@ -130,8 +130,8 @@ struct RunArgs {
     /// Repeatable, up to 4. See the backends below.
     #[arg(long, value_name = "NIC")]
     nic: Vec<NicSpec>,
-    /// Serve the control API (HTTP/1.1 + JSON) on this unix socket: status, pause, resume,
-    /// save-state, reset, power-off, shutdown, NIC link (docs/api.md; `kettle ctl`).
+    /// Serve the control API (HTTP/1.1 + JSON) on this unix socket: status, text screen, pause,
+    /// resume, save-state, reset, power-off, shutdown, NIC link (docs/api.md; `kettle ctl`).
     #[arg(long, value_name = "PATH")]
     api_socket: Option<PathBuf>,
     /// Continue a VM from a saved state (made with the API's save-state) instead of booting.
