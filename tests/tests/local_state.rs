@@ -129,6 +129,21 @@ impl Vm {
     }
 
     /// PUT /v1/save-state to `file`.
+    /// Runs `kettle ctl API ACTION`: its stdout when it succeeds, its stderr when it fails.
+    fn ctl(&self, action: &str) -> Result<String, String> {
+        let out = Command::new(kettle_binary())
+            .arg("ctl")
+            .arg(&self.api)
+            .arg(action)
+            .output()
+            .expect("running kettle ctl");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
     fn save(&self, file: &Path, resume: bool) -> (u16, String) {
         self.request(
             "PUT",
@@ -299,26 +314,9 @@ fn pause_and_resume_through_the_api_and_kettle_ctl() {
     let b = std::fs::metadata(&vm.serial).unwrap().len();
     assert_eq!(a, b, "the guest wrote while paused");
     // kettle ctl wraps the same calls.
-    let ctl = Command::new(kettle_binary())
-        .arg("ctl")
-        .arg(&vm.api)
-        .arg("resume")
-        .output()
-        .unwrap();
-    assert!(
-        ctl.status.success(),
-        "kettle ctl resume: {}",
-        String::from_utf8_lossy(&ctl.stderr)
-    );
+    vm.ctl("resume").expect("kettle ctl resume");
     vm.wait_lines((b / 9) as usize + 50);
-    let ctl = Command::new(kettle_binary())
-        .arg("ctl")
-        .arg(&vm.api)
-        .arg("resume")
-        .output()
-        .unwrap();
-    assert!(!ctl.status.success());
-    let msg = String::from_utf8_lossy(&ctl.stderr);
+    let msg = vm.ctl("resume").expect_err("resume when running");
     assert!(msg.contains("not paused"), "{msg}");
     let (code, body) = vm.request("PUT", "/v1/nics/0/link", r#"{"up": false}"#);
     assert_eq!(code, 404, "no NIC: {body}");
@@ -699,18 +697,7 @@ fn the_screen_shows_what_the_bios_printed_through_the_api_and_kettle_ctl() {
         shown.last()
     );
     // kettle ctl prints the same text, as it is.
-    let ctl = Command::new(kettle_binary())
-        .arg("ctl")
-        .arg(&vm.api)
-        .arg("screen")
-        .output()
-        .unwrap();
-    assert!(
-        ctl.status.success(),
-        "kettle ctl screen: {}",
-        String::from_utf8_lossy(&ctl.stderr)
-    );
-    let out = String::from_utf8(ctl.stdout).unwrap();
+    let out = vm.ctl("screen").expect("kettle ctl screen");
     assert_eq!(out, format!("{text}\n"));
     assert!(out.contains(&format!("\nTICK {last:04x}\n")), "{out}");
     let (code, body) = vm.request("PUT", "/v1/power-off", "");
