@@ -148,6 +148,12 @@ pub mod spec {
     pub const MEMORY_ABOVE_16M: u8 = 0x34;
     /// Memory above 4 GiB in 64 KiB units, 24 bits (0x5B-0x5D), QEMU's convention.
     pub const MEMORY_ABOVE_4G: u8 = 0x5b;
+    /// The INT 13h CHS translation of each IDE hard disk, two bits per IDE position (primary
+    /// master in bits 1:0, primary slave 3:2, secondary master 5:4, secondary slave 7:6), the
+    /// Bochs/QEMU BIOS convention SeaBIOS reads: 0 none, 1 LBA-assisted, 2 large, 3 revised
+    /// ECHS.
+    pub const DISK_TRANSLATION: u8 = 0x39;
+    pub const TRANSLATION_LBA: u8 = 1;
 
     /// UIP is set for this long before each update.
     pub const UIP_WINDOW: Duration = Duration::from_micros(244);
@@ -321,6 +327,17 @@ impl Rtc {
         rtc.store_time(rtc.time_base);
         rtc.fill_memory_sizes(low_ram, high_ram);
         rtc
+    }
+
+    /// Records LBA-assisted translation (CMOS 0x39) for the hard disks at these IDE positions
+    /// (0 primary master ... 3 secondary slave; others are ignored): what a BIOS that reads
+    /// the CMOS for it (SeaBIOS) then reports, kettle's BIOS does anyway.
+    pub fn set_lba_translation(&mut self, positions: &[usize]) {
+        let mut v = 0u8;
+        for &p in positions.iter().filter(|&&p| p < 4) {
+            v |= spec::TRANSLATION_LBA << (2 * p);
+        }
+        self.cmos[spec::DISK_TRANSLATION as usize] = v;
     }
 
     fn fill_memory_sizes(&mut self, low_ram: u64, high_ram: u64) {
@@ -1126,6 +1143,10 @@ mod tests {
         assert_eq!((t.get(0x17), t.get(0x18)), (0x00, 0xfc));
         assert_eq!((t.get(0x34), t.get(0x35)), (0x00, 0x03));
         assert_eq!(t.get(0x5b), 0);
+        // LBA translation for disks at primary master and both secondary positions.
+        assert_eq!(t.get(0x39), 0);
+        t.rtc.set_lba_translation(&[0, 2, 3, 7]);
+        assert_eq!(t.get(0x39), 0x51);
         // Plain CMOS bytes are read/write.
         t.set(0x40, 0xa5);
         t.set(0x7f, 0x5a);

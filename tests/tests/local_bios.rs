@@ -677,6 +677,71 @@ fn seabios_reads_and_writes_the_disk_through_kettles_ide() {
     check_int13(Firmware::SeaBios);
 }
 
+/// Prints INT 13h AH=08h's CX and DX for drive 80h.
+const GEOMETRY: &str = r#"
+main:
+    mov $0x08, %ah
+    mov $0x80, %dl
+    int $0x13
+    jc 1f
+    push %dx
+    push %cx
+    puts s08
+    pop %ax
+    call puthex16
+    mov $' ', %al
+    call putc
+    pop %ax
+    call puthex16
+    puts eol
+    poweroff
+1:  puts failed
+    poweroff
+s08: .asciz "INT1308 "
+failed: .asciz "INT1308-FAILED\r\n"
+eol: .asciz "\r\n"
+"#;
+
+/// Cylinders, heads and sectors per track of an AH=08h "CX DX" answer.
+fn chs_of(answer: &str) -> (u64, u64, u64) {
+    let (cx, dx) = answer.split_once(' ').unwrap();
+    let (cx, dx) = (hex(cx), hex(dx));
+    (
+        ((cx >> 8) | ((cx & 0xc0) << 2)) + 1,
+        (dx >> 8) + 1,
+        cx & 0x3f,
+    )
+}
+
+#[test]
+fn both_bioses_give_a_large_disk_the_same_geometry() {
+    // 2 GiB (sparse): past 1024*16*63 sectors, where the LBA-assisted translation gives more
+    // heads; SeaBIOS translates so too because kettle's CMOS (0x39) asks for it.
+    let sector = guest::boot_sector("geometry", GEOMETRY);
+    let disk = guest::raw_disk("geometry", &sector, &[], 1 << 20);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&disk)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    let mut seen = Vec::new();
+    for fw in [Firmware::Kettle, Firmware::SeaBios] {
+        let r = run(fw, &disk, &["--disk", disk.to_str().unwrap()]);
+        assert_clean_exit(&r, "geometry");
+        seen.push(chs_of(field(&r.serial, "INT1308")));
+    }
+    assert_eq!(
+        seen[0],
+        (520, 128, 63),
+        "kettle's BIOS: 4194304 sectors, LBA-assisted"
+    );
+    // SeaBIOS, like the Bochs BIOS, leaves the last cylinder out of AH=08h's count.
+    let (c, h, s) = seen[0];
+    assert_eq!(seen[1], (c - 1, h, s), "SeaBIOS and kettle's BIOS disagree");
+    guest::remove(&disk);
+}
+
 #[test]
 fn seabios_boots_the_el_torito_cd_from_kettles_atapi_drive() {
     check_cd_boot(Firmware::SeaBios);

@@ -200,6 +200,14 @@ impl Machine {
             h.layout.low_ram_end(),
             h.layout.high_ram_size(),
         )));
+        let disks: Vec<usize> = h
+            .host
+            .drives
+            .iter()
+            .filter(|d| d.kind == crate::storage::DriveKind::Disk)
+            .map(|d| usize::from(d.slot.channel) * 2 + usize::from(d.slot.device))
+            .collect();
+        rtc.lock().unwrap().set_lba_translation(&disks);
         if let Some(saved) = h.host.cmos.lock().unwrap().as_ref() {
             // A reboot: the CMOS is battery-backed, so time and NVRAM carry over.
             rtc.lock().unwrap().restore(saved);

@@ -42,7 +42,7 @@
 //! - With "etc/table-loader" present it moves `acpi_pm_base` to 0x600, programs the PIIX4 PM
 //!   function (00:07.3) PMBA = 0x601, PMREGMISC = 1, SMBBA = 0x701, SMBHSTCFG = 9, interrupt line
 //!   9, and uses the PM timer at 0x608: the same blocks kettle's FADT and DSDT describe.
-//! - PIIX4 ISA bridge (00:07.0): PIRQRC[A:D] = 10, 10, 11, 11 and ELCR = 0x00/0x0C, matching
+//! - PIIX4 ISA bridge (00:07.0): PIRQRC\[A:D\] = 10, 10, 11, 11 and ELCR = 0x00/0x0C, matching
 //!   `arch::layout::PIRQ_IRQS`. PIIX4 IDE: IDETIM/SIDETIM = 0x8000 (both channels decoded).
 //! - The host bridge is not one SeaBIOS knows, so it uses no PCI interrupt routing: every
 //!   function with an interrupt pin gets interrupt line 0xFF ("pci_slot_get_irq called with
@@ -54,7 +54,9 @@
 //! - No SMM (it looks for the i440FX or Q35 bridge for that).
 //! - It parses the DSDT: the PS/2 keyboard is only set up if the DSDT has a PNP0303 device.
 //! - Drives: ATA/ATAPI through the PIIX4 IDE function, PIO; the boot order comes from the
-//!   "bootorder" file, matched against `/pci@i0cf8/*@7,1/drive@C/disk@D`.
+//!   "bootorder" file, matched against `/pci@i0cf8/*@7,1/drive@C/disk@D`. The CHS translation
+//!   of each hard disk comes from CMOS 0x39 (two bits per IDE position; kettle sets LBA), so
+//!   its INT 13h geometry matches kettle's BIOS.
 
 use std::path::Path;
 
@@ -81,8 +83,12 @@ pub struct IdePosition {
     pub device: u8,
 }
 
-/// The geometry INT 13h reports for a disk (SeaBIOS uses it when heads <= 255 and sectors are
-/// 1 to 63): for appliances, the VHD footer's, which the installing BIOS reported.
+/// The logical geometry INT 13h reports for a disk, for SeaBIOS builds that read the
+/// "bios-geometry" file (heads <= 255, sectors 1 to 63). kettle gives each disk the geometry of
+/// its own BIOS ([`firmware::bios::Geometry`], LBA-assisted). Debian's 1.16.2 build does not
+/// read that file; it takes the translation from CMOS 0x39, which kettle sets to LBA for every
+/// hard disk, and computes the same heads and cylinders (reporting one cylinder fewer in
+/// AH=08h, as the Bochs BIOS does).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogicalChs {
     pub cylinders: u32,

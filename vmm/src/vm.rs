@@ -837,6 +837,26 @@ fn add_fw_cfg(
             })
         })
         .collect();
+    // The logical geometry kettle's own BIOS gives each hard disk, so that a disk partitioned
+    // by CHS under one BIOS reads the same under the other.
+    let geometry: Vec<(IdePosition, crate::seabios::LogicalChs)> = drives
+        .iter()
+        .filter(|d| d.kind == crate::storage::DriveKind::Disk)
+        .map(|d| {
+            let g = firmware::bios::Geometry::of(d.backend.sectors());
+            (
+                IdePosition {
+                    channel: d.slot.channel,
+                    device: d.slot.device,
+                },
+                crate::seabios::LogicalChs {
+                    cylinders: g.cylinders as u32,
+                    heads: g.heads as u32,
+                    sectors: g.sectors as u32,
+                },
+            )
+        })
+        .collect();
     let sc = SeabiosConfig {
         layout,
         cpus: cfg.cpus as u8,
@@ -844,7 +864,7 @@ fn add_fw_cfg(
         boot_order: &boot_order,
         serial_console: true,
         boot_fail_reboot_ms: None,
-        geometry: &[],
+        geometry: &geometry,
     };
     let files = crate::seabios::fw_cfg_files(&sc)
         .map_err(|e| VmError::Devices(format!("fw_cfg files: {e}")))?;

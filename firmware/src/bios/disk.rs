@@ -12,9 +12,10 @@
 //!
 //! - AH=00h reset, 01h last status (0040:0074), 0Dh/10h/11h/14h reset, ready, recalibrate and
 //!   diagnostics (all succeed), 0Ch seek (checks the CHS address);
-//! - AH=02h/03h/04h CHS read, write and verify, through the logical geometry of AH=08h: 16 heads
-//!   of 63 sectors up to 1024*16*63 sectors, 255 heads (LBA-assisted translation) above, at most
-//!   1024 cylinders. A transfer whose buffer would run past the end of the ES segment (offset
+//! - AH=02h/03h/04h CHS read, write and verify, through the logical geometry of AH=08h: the
+//!   LBA-assisted translation of the PC BIOSes (and of SeaBIOS when CMOS 0x39 asks for it, as
+//!   kettle's CMOS does): 63 sectors per track, 16, 32, 64, 128 or 255 heads as the disk grows
+//!   past 504 MiB, 1 GiB, 2 GiB and 4 GiB, at most 1024 cylinders. A transfer whose buffer would run past the end of the ES segment (offset
 //!   BX plus the byte count above 64 KiB) fails with 09h "data boundary error", as the PC BIOS's
 //!   DMA-based transfers did, instead of guessing whether the caller meant the offset to wrap or
 //!   the address to go on;
@@ -82,24 +83,32 @@ impl std::fmt::Debug for Drive {
     }
 }
 
-/// The logical CHS geometry of a hard disk.
+/// The logical CHS geometry of a hard disk (INT 13h AH=08h and CHS transfers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Geometry {
+pub struct Geometry {
     pub cylinders: u64,
     pub heads: u64,
     pub sectors: u64,
 }
 
 impl Geometry {
-    /// 16 heads up to 1024*16*63 sectors, the LBA-assisted 255 above; 63 sectors per track;
-    /// as many whole cylinders as fit, 1-1024.
+    /// The LBA-assisted translation of a disk of `sectors`: 63 sectors per track; the heads
+    /// from the number of 1024-cylinder tracks of 63 sectors the disk holds, rounded up to 16,
+    /// 32, 64, 128 or 255 (255 heads and 1024 cylinders for anything past 1024*255*63 sectors);
+    /// as many whole cylinders as fit, 1-1024. The same numbers as SeaBIOS's LBA translation,
+    /// so a disk partitioned by CHS under one BIOS reads the same under the other.
     pub fn of(sectors: u64) -> Self {
-        let heads = if sectors > disk::MAX_CYLINDERS * disk::SMALL_HEADS * disk::SECTORS_PER_TRACK {
-            disk::LARGE_HEADS
-        } else {
-            disk::SMALL_HEADS
+        let spt = disk::SECTORS_PER_TRACK;
+        let tracks = sectors / spt;
+        let heads = match tracks / disk::MAX_CYLINDERS {
+            _ if sectors > disk::MAX_CYLINDERS * disk::MAX_HEADS * spt => disk::MAX_HEADS,
+            n if n > 128 => disk::MAX_HEADS,
+            n if n > 64 => 128,
+            n if n > 32 => 64,
+            n if n > 16 => 32,
+            _ => disk::ATA_HEADS,
         };
-        let cylinders = (sectors / (heads * disk::SECTORS_PER_TRACK)).clamp(1, disk::MAX_CYLINDERS);
+        let cylinders = (tracks / heads).clamp(1, disk::MAX_CYLINDERS);
         Self {
             cylinders,
             heads,
@@ -519,7 +528,7 @@ impl Bios {
         } else {
             // The physical geometry: ATA's 16 heads of 63 sectors, valid up to 16383 cylinders.
             let sectors = drive.disk.sectors();
-            let per_cyl = disk::SMALL_HEADS * disk::SECTORS_PER_TRACK;
+            let per_cyl = disk::ATA_HEADS * disk::SECTORS_PER_TRACK;
             let cylinders = (sectors / per_cyl).min(disk::ATA_MAX_CYLINDERS);
             let info = if sectors <= disk::ATA_MAX_CYLINDERS * per_cyl {
                 edd::INFO_CHS_VALID
@@ -528,7 +537,7 @@ impl Bios {
             };
             b.extend_from_slice(&info.to_le_bytes());
             b.extend_from_slice(&(cylinders as u32).to_le_bytes());
-            b.extend_from_slice(&(disk::SMALL_HEADS as u32).to_le_bytes());
+            b.extend_from_slice(&(disk::ATA_HEADS as u32).to_le_bytes());
             b.extend_from_slice(&(disk::SECTORS_PER_TRACK as u32).to_le_bytes());
         }
         b.extend_from_slice(&drive.blocks().to_le_bytes());

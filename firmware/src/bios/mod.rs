@@ -80,7 +80,7 @@ pub use boot::{
     BootAttempt, BootDevice, BootFailure, BOOT_SECTOR_ADDR, BOOT_SECTOR_LEN, BOOT_SIGNATURE,
 };
 pub use cpu::{Call, GuestMem, IoPorts, MemError, RealMem, RealModeRegs};
-pub use disk::{BiosDisk, DiskKind};
+pub use disk::{BiosDisk, DiskKind, Geometry};
 pub use services::{Bios, BiosConfig, Cmos};
 
 /// What the BIOS could not do.

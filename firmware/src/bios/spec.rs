@@ -196,11 +196,11 @@ pub mod disk {
     /// INT 13h AH=15h: a fixed disk.
     pub const TYPE_FIXED_DISK: u8 = 0x03;
 
-    /// The logical CHS geometry of the INT 13h CHS calls: 16 heads of 63 sectors up to 504 MiB,
-    /// then the LBA-assisted translation's 255 heads, at most 1024 cylinders either way.
+    /// The logical CHS geometry of the INT 13h CHS calls (LBA-assisted translation): 63 sectors
+    /// per track, 16 (ATA's physical count, up to 504 MiB) to 255 heads, at most 1024 cylinders.
     pub const SECTORS_PER_TRACK: u64 = 63;
-    pub const SMALL_HEADS: u64 = 16;
-    pub const LARGE_HEADS: u64 = 255;
+    pub const ATA_HEADS: u64 = 16;
+    pub const MAX_HEADS: u64 = 255;
     pub const MAX_CYLINDERS: u64 = 1024;
     /// The largest count AH=02h/03h/04h take in AL.
     pub const MAX_CHS_COUNT: u8 = 128;

@@ -1281,20 +1281,27 @@ fn chs_regs(ah: u8, count: u8, cyl: u16, head: u8, sector: u8, es: u16, bx: u16)
 }
 
 #[test]
-fn geometry_is_16_heads_then_lba_assisted() {
+fn geometry_is_the_lba_assisted_translation() {
     use super::disk::Geometry;
-    let g = Geometry::of(2048);
-    assert_eq!((g.cylinders, g.heads, g.sectors), (2, 16, 63));
-    let g = Geometry::of(1024 * 16 * 63);
-    assert_eq!((g.cylinders, g.heads), (1024, 16));
-    let g = Geometry::of(1024 * 16 * 63 + 1);
-    assert_eq!((g.cylinders, g.heads), (64, 255));
-    assert_eq!(Geometry::of(1 << 40).cylinders, 1024);
+    let chs = |sectors: u64| {
+        let g = Geometry::of(sectors);
+        (g.cylinders, g.heads, g.sectors)
+    };
+    assert_eq!(chs(2048), (2, 16, 63));
+    assert_eq!(chs(1024 * 16 * 63), (1024, 16, 63));
+    // Up to 17 tracks of 1024 stay at 16 heads, their cylinders clipped at 1024 (SeaBIOS too).
+    assert_eq!(chs(1024 * 16 * 63 + 63), (1024, 16, 63));
+    assert_eq!(chs(1024 * 17 * 63), (544, 32, 63));
     assert_eq!(
-        Geometry::of(10).cylinders,
-        1,
-        "a tiny disk still has a cylinder"
+        chs(1 << 21),
+        (1024, 32, 63),
+        "1 GiB: 33288 tracks, 32 of 1024 each"
     );
+    assert_eq!(chs(1 << 22), (520, 128, 63), "2 GiB");
+    assert_eq!(chs(1 << 23), (522, 255, 63), "4 GiB");
+    assert_eq!(chs(1024 * 255 * 63), (1024, 255, 63));
+    assert_eq!(chs(1 << 40), (1024, 255, 63));
+    assert_eq!(chs(10), (1, 16, 63), "a tiny disk still has a cylinder");
 }
 
 #[test]

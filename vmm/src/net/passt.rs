@@ -29,7 +29,7 @@
 //! that fitted partly is always finished (waiting at most [`FINISH_TIMEOUT`]), because a
 //! half-written frame would desynchronise the stream for good.
 //!
-//! Frames to passt lose their Ethernet padding ([`super::strip_eth_padding`]): the 21140 pads
+//! Frames to passt lose their Ethernet padding (`strip_eth_padding`): the 21140 pads
 //! short frames to 60 bytes as on a wire, and passt versions before 2024 (Debian 12's among
 //! them) count the padding of a bare TCP ACK as payload, which wrecks the connection.
 

@@ -1,6 +1,6 @@
 //! Saved states ("Save State", Virtual Server's .vsv): one file holding the VM's configuration,
 //! every vCPU, the in-kernel irqchip, PIT and clock, every device and guest memory (see
-//! [`format`] for the layout). Saving pauses the VM, writes `PATH.tmp-PID`, syncs it and
+//! [`format`](mod@format) for the layout). Saving pauses the VM, writes `PATH.tmp-PID`, syncs it and
 //! renames it over PATH, so a crash never leaves a half-written state under the real name.
 
 pub mod cpu;
