@@ -39,23 +39,16 @@ impl VgaText {
         Self { memory }
     }
 
-    /// The characters of page 0 (80x25), one line per row, trailing spaces trimmed.
+    /// The characters of page 0 (80x25), one line per row, trailing spaces trimmed. The cells
+    /// hold code page 437, the VGA's character ROM: box drawing (boot loader menus), accented
+    /// letters and the glyphs of 01h-1Fh come out as the Unicode characters they show as; NUL
+    /// and FFh as spaces. No control character ever comes out.
     pub fn text(&self) -> String {
         self.memory[..80 * 25 * 2]
             .chunks(160)
             .map(|row| {
-                let line: String = row
-                    .iter()
-                    .step_by(2)
-                    .map(|&c| {
-                        if (0x20..0x7f).contains(&c) {
-                            c as char
-                        } else {
-                            ' '
-                        }
-                    })
-                    .collect();
-                line.trim_end().to_string()
+                let line: String = row.iter().step_by(2).map(|&c| cp437(c)).collect();
+                line.trim_end_matches(' ').to_string()
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -79,6 +72,35 @@ impl VgaText {
         Ok(())
     }
 }
+
+/// What character `c` of code page 437 shows as.
+fn cp437(c: u8) -> char {
+    match c {
+        0x00 | 0xff => ' ',
+        0x01..=0x1f => CP437_LOW[usize::from(c) - 1],
+        0x7f => '\u{2302}',
+        0x80..=0xfe => CP437_HIGH[usize::from(c) - 0x80],
+        _ => char::from(c),
+    }
+}
+
+/// Code page 437, 01h-1Fh.
+const CP437_LOW: [char; 31] = [
+    '☺', '☻', '♥', '♦', '♣', '♠', '•', '◘', '○', '◙', '♂', '♀', '♪', '♫', '☼', //
+    '►', '◄', '↕', '‼', '¶', '§', '▬', '↨', '↑', '↓', '→', '←', '∟', '↔', '▲', '▼',
+];
+
+/// Code page 437, 80h-FEh.
+const CP437_HIGH: [char; 127] = [
+    'Ç', 'ü', 'é', 'â', 'ä', 'à', 'å', 'ç', 'ê', 'ë', 'è', 'ï', 'î', 'ì', 'Ä', 'Å', //
+    'É', 'æ', 'Æ', 'ô', 'ö', 'ò', 'û', 'ù', 'ÿ', 'Ö', 'Ü', '¢', '£', '¥', '₧', 'ƒ', //
+    'á', 'í', 'ó', 'ú', 'ñ', 'Ñ', 'ª', 'º', '¿', '⌐', '¬', '½', '¼', '¡', '«', '»', //
+    '░', '▒', '▓', '│', '┤', '╡', '╢', '╖', '╕', '╣', '║', '╗', '╝', '╜', '╛', '┐', //
+    '└', '┴', '┬', '├', '─', '┼', '╞', '╟', '╚', '╔', '╩', '╦', '╠', '═', '╬', '╧', //
+    '╨', '╤', '╥', '╙', '╘', '╒', '╓', '╫', '╪', '┘', '┌', '█', '▄', '▌', '▐', '▀', //
+    'α', 'ß', 'Γ', 'π', 'Σ', 'σ', 'µ', 'τ', 'Φ', 'Θ', 'Ω', 'δ', '∞', 'φ', 'ε', '∩', //
+    '≡', '±', '≥', '≤', '⌠', '⌡', '÷', '≈', '°', '∙', '·', '√', 'ⁿ', '²', '■',
+];
 
 impl BusDevice for VgaText {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
@@ -114,6 +136,17 @@ mod tests {
         v.read(0, &mut b);
         assert_eq!(&b, b"H\x07i\x07");
         assert_eq!(v.text().lines().take(2).collect::<Vec<_>>(), ["Hi", "!"]);
+        // Code page 437: a GRUB-style menu frame, arrows, letters; NUL and FFh are blanks.
+        let mut w = VgaText::new();
+        let cells = [
+            0xc9u8, 0xcd, 0xbb, 0x18, 0x19, 0x81, 0x00, b'x', 0xff, 0x07, 0x7f,
+        ];
+        for (i, c) in cells.iter().enumerate() {
+            w.write(2 * i as u64, &[*c, 0x07]);
+        }
+        assert_eq!(w.text().lines().next().unwrap(), "╔═╗↑↓ü x •⌂");
+        assert!(w.text().chars().all(|c| c == '\n' || !c.is_control()));
+        assert_eq!(w.text().split('\n').count(), 25);
         // Past the end: reads 0xFF, writes dropped, no panic.
         v.write(SIZE as u64 - 1, &[1, 2, 3]);
         let mut b = [0u8; 3];
