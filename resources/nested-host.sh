@@ -57,13 +57,16 @@
 # While SCRIPT runs, the host kernel logs only critical messages to the console.
 #
 # Exit status: SCRIPT's status (from NESTED-EXIT); 124 if the timeout fired
-# before NESTED-EXIT (the tail of the console and a message go to stderr);
+# before NESTED-EXIT (the tail of the console, the emulator's registers and
+# local APIC as its monitor showed them 20 s before, and a message go to stderr);
 # 125 if the host could not be set up or stopped without reporting a status;
 # 2 for a usage error.
 #
 # Environment: KETTLE_CACHE (see build-assets.sh), KETTLE_NO_BINARY=1, KETTLE_NESTED_CMDLINE
 # (more kernel parameters for the host, e.g. idle=poll),
-# KETTLE_NESTED_QEMU_ARGS (extra outer QEMU arguments, split at spaces; for debugging).
+# KETTLE_NESTED_QEMU_ARGS (extra outer QEMU arguments, split at spaces; for debugging),
+# KETTLE_NESTED_STALL_SECONDS (default 30: a host silent and idle this long is shown and
+# woken with a key press; "nested-host: STALL" lines on stderr say so).
 
 # Functions run through ka_with_lock look unreachable to shellcheck.
 # shellcheck disable=SC2317
@@ -329,6 +332,22 @@ nh_main() {
     else
         nh_log "booting the nested test host (timeout ${timeout}s)"
     fi
+    # The emulator's monitor on a pair of FIFOs (no socket, no extra tool), for the watchdog
+    # (nh_watchdog): the emulated host sometimes stops for good, halted, its timer interrupt
+    # lost (QEMU's TCG; seen a few times per full test run). When the host has been silent and
+    # idle for STALL_SECONDS the watchdog shows the CPU and local APIC and presses a key (the
+    # keyboard interrupt gets the CPU to take what is pending); shortly before the timeout it
+    # shows them again. (Not with --shell or --interactive: a monitor of its own takes QEMU's
+    # Ctrl-A keys off the console.)
+    local mon="" watchdog=""
+    if [[ $interactive == 0 && $shell == 0 && $timeout -gt 60 ]]; then
+        mon="$work/monitor"
+        mkfifo "$mon.in" "$mon.out"
+        # shellcheck disable=SC2054  # the commas belong to the options' values
+        qemu+=(-chardev "pipe,id=kmon,path=$mon" -mon chardev=kmon,mode=readline)
+        nh_watchdog "$mon" "$work" "$timeout" </dev/null >"$work/watchdog.log" 2>&1 &
+        watchdog=$!
+    fi
     local started=$SECONDS rc
     set +e
     # --foreground: QEMU may read the terminal (--shell, --interactive); -k: QEMU gets
@@ -337,6 +356,12 @@ nh_main() {
     timeout --foreground -k 10 "$timeout" "${qemu[@]}" \
         2> >(grep --line-buffered -v "TCG doesn't support requested feature" >&2) | tee "$console"
     rc=${PIPESTATUS[0]}
+    if [[ -n $watchdog ]]; then
+        kill "$watchdog" 2>/dev/null
+        wait "$watchdog" 2>/dev/null
+        # What the watchdog did (kicks of a stalled host), for the test's log.
+        [[ -s $work/watchdog.log ]] && cat "$work/watchdog.log" >&2
+    fi
     [[ -n $tty_state ]] && stty "$tty_state" 2>/dev/null
     set -e
     [[ -n $log ]] && cp "$console" "$log"
@@ -365,6 +390,67 @@ nh_main() {
     fi
     echo "nested-host: the nested test host stopped without reporting a status (QEMU exit status $rc, after ${elapsed}s; see the console tail above)" >&2
     exit 125
+}
+
+# nh_qemu_pid TEXT: the QEMU process whose command line has TEXT (not `timeout`'s).
+nh_qemu_pid() {
+    local f p
+    for f in /proc/[0-9]*/cmdline; do
+        p=${f#/proc/} && p=${p%/cmdline}
+        [[ $(cat "/proc/$p/comm" 2>/dev/null) == qemu-system-x86* ]] || continue
+        grep -q -a -F -- "$1" "$f" 2>/dev/null && { echo "$p"; return 0; }
+    done
+    return 0
+}
+
+# nh_watchdog MONITOR WORK TIMEOUT: watches the outer QEMU (console WORK/console.log, CPU
+# time) and talks to its monitor on the FIFOs MONITOR.in/.out; says what it did on stderr.
+NH_STALL_SECONDS=${KETTLE_NESTED_STALL_SECONDS:-30}
+nh_watchdog() {
+    local mon=$1 work=$2 timeout=$3
+    local qpid="" pid drain size cpu last_size=-1 last_cpu=-1 quiet=0 kicks=0 t0=$SECONDS
+    # A background helper: one failed probe must not end it.
+    set +e
+    cat "$mon.out" >"$work/monitor.log" 2>/dev/null &
+    drain=$!
+    trap 'kill "$drain" ${pid:+"$pid"} 2>/dev/null; exit 0' TERM
+    # nh_ask CMD...: runs monitor commands; prints their answers (prompts and echo dropped).
+    nh_ask() {
+        local before
+        before=$(stat -c %s "$work/monitor.log" 2>/dev/null || echo 0)
+        printf '%s\n' "$@" >"$mon.in"
+        sleep 2 & pid=$!; wait "$pid"
+        # (Without the prompt, the monitor's line editing, the FPU and vector registers.)
+        tail -c +"$((before + 1))" "$work/monitor.log" | tr -d '\r' |
+            grep -a -v -e '^(qemu)' -e '^QEMU .* monitor' -e $'\e' -e '^ *$' \
+                -e '^YMM' -e '^FPR' -e '^FCW' -e '^XMM' |
+            sed 's/^/nested-host:   /'
+    }
+    while ((SECONDS - t0 < timeout - 20)); do
+        sleep 5 & pid=$!; wait "$pid"
+        [[ -n $qpid ]] || qpid=$(nh_qemu_pid "$work/host-initrd.cpio")
+        [[ -n $qpid && -r /proc/$qpid/stat ]] || continue
+        size=$(stat -c %s "$work/console.log" 2>/dev/null || echo 0)
+        # utime + stime of QEMU, in clock ticks: a stalled host burns none.
+        cpu=$(awk '{print $14 + $15}' "/proc/$qpid/stat")
+        if [[ $size == "$last_size" ]] && ((cpu - last_cpu <= 1)); then
+            quiet=$((quiet + 5))
+        else
+            quiet=0
+        fi
+        last_size=$size last_cpu=$cpu
+        if ((quiet >= NH_STALL_SECONDS)); then
+            kicks=$((kicks + 1))
+            echo "nested-host: STALL: the host has been silent and idle for ${quiet}s (at $((SECONDS - t0))s); its CPU and local APIC:"
+            nh_ask "info registers" "info lapic"
+            echo "nested-host: STALL: pressing a key to wake it (kick $kicks)"
+            nh_ask "sendkey shift"
+            quiet=0
+        fi
+    done
+    echo "nested-host: the host's CPU and local APIC 20 s before the timeout:"
+    nh_ask "info registers" "info lapic" "info irq"
+    while true; do sleep 5 & pid=$!; wait "$pid"; done
 }
 
 nh_main "$@"

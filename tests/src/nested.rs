@@ -119,11 +119,26 @@ impl NestedRun {
         } else {
             format!("script exit status {}", self.status)
         };
+        let stalls = self.stalls();
+        let woken = if stalls > 0 {
+            format!("; the host stalled and was woken {stalls} time(s), see STALL lines")
+        } else {
+            String::new()
+        };
         format!(
-            "{what} after {:.1} s (attempt {})",
+            "{what} after {:.1} s (attempt {}){woken}",
             self.elapsed.as_secs_f64(),
             self.attempts
         )
+    }
+
+    /// How often nested-host.sh's watchdog found the host stalled (silent and idle) and
+    /// pressed a key to wake it.
+    pub fn stalls(&self) -> usize {
+        self.messages
+            .lines()
+            .filter(|l| l.starts_with("nested-host: STALL: pressing a key"))
+            .count()
     }
 }
 
@@ -490,6 +505,14 @@ fn run_once(script: &str, options: &NestedOptions, attempt: u32) -> NestedRun {
         attempts: attempt,
         elapsed: started.elapsed(),
     };
+    // A stall the watchdog woke is worth seeing even when the run passed.
+    if run.stalls() > 0 {
+        let watchdog =
+            |l: &&str| l.starts_with("nested-host: STALL") || l.starts_with("nested-host:   ");
+        for line in run.messages.lines().filter(watchdog) {
+            eprintln!("{line}");
+        }
+    }
     eprintln!("nested-host: {}", run.describe());
     run
 }
