@@ -642,7 +642,8 @@ fn screen(vm: &Vm) -> String {
     let rows: Vec<&str> = text.split('\n').collect();
     assert_eq!(rows.len(), 25, "{text}");
     assert!(
-        rows.iter().all(|r| r.chars().count() <= 80 && !r.ends_with(' ')),
+        rows.iter()
+            .all(|r| r.chars().count() <= 80 && !r.ends_with(' ')),
         "{text}"
     );
     text.to_string()
