@@ -335,7 +335,7 @@ nh_main() {
     # The emulator's monitor on a pair of FIFOs (no socket, no extra tool), for the watchdog
     # (nh_watchdog): the emulated host sometimes stops for good, halted, its timer interrupt
     # lost (QEMU's TCG; seen a few times per full test run). When the host has been silent and
-    # idle for STALL_SECONDS the watchdog shows the CPU and local APIC and presses a key (the
+    # idle for NH_STALL_SECONDS the watchdog shows the CPU and local APIC and presses a key (the
     # keyboard interrupt gets the CPU to take what is pending); shortly before the timeout it
     # shows them again. (Not with --shell or --interactive: a monitor of its own takes QEMU's
     # Ctrl-A keys off the console.)

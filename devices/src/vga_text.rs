@@ -21,6 +21,19 @@ pub struct VgaTextState {
     pub memory: Vec<u8>,
 }
 
+impl VgaTextState {
+    /// Whether a restore can take it: a buffer of another size is refused.
+    pub fn check(&self) -> Result<(), String> {
+        if self.memory.len() != SIZE {
+            return Err(format!(
+                "saved VGA text memory is {} bytes, not {SIZE}",
+                self.memory.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The text buffer. Register it on the MMIO bus at [`BASE`] with length [`SIZE`].
 pub struct VgaText {
     memory: Vec<u8>,
@@ -62,12 +75,7 @@ impl VgaText {
 
     /// Restores saved contents; a saved buffer of another size is refused.
     pub fn restore(&mut self, s: &VgaTextState) -> Result<(), String> {
-        if s.memory.len() != SIZE {
-            return Err(format!(
-                "saved VGA text memory is {} bytes, not {SIZE}",
-                s.memory.len()
-            ));
-        }
+        s.check()?;
         self.memory.copy_from_slice(&s.memory);
         Ok(())
     }

@@ -239,6 +239,17 @@ pub fn run_to_exit(serial: &Path, args: &[&str]) -> (Option<i32>, String, String
     (status.code(), out, stderr)
 }
 
+/// Debian's SeaBIOS image, the second opinion on kettle's BIOS (resources/setup.sh installs
+/// it with QEMU); fails the test, saying what to install, when it is missing.
+pub fn seabios() -> &'static str {
+    const SEABIOS: &str = "/usr/share/seabios/bios.bin";
+    assert!(
+        Path::new(SEABIOS).is_file(),
+        "{SEABIOS} is missing: install Debian's seabios package (resources/setup.sh does)"
+    );
+    SEABIOS
+}
+
 /// What a child started with a piped stderr wrote there (read to its end; empty if it was
 /// taken already).
 pub fn child_stderr(child: &mut std::process::Child) -> String {

@@ -13,9 +13,6 @@ use std::time::{Duration, Instant};
 use kettle_tests::guest;
 use kettle_tests::nested::kettle_binary;
 
-/// Debian's SeaBIOS, the second opinion (installed with QEMU by resources/setup.sh).
-const SEABIOS: &str = "/usr/share/seabios/bios.bin";
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Firmware {
     Kettle,
@@ -26,13 +23,7 @@ impl Firmware {
     fn args(self) -> Vec<String> {
         match self {
             Firmware::Kettle => vec![],
-            Firmware::SeaBios => {
-                assert!(
-                    Path::new(SEABIOS).is_file(),
-                    "{SEABIOS} is missing: install Debian's seabios package (resources/setup.sh does)"
-                );
-                vec!["--bios".into(), SEABIOS.into()]
-            }
+            Firmware::SeaBios => vec!["--bios".into(), guest::seabios().into()],
         }
     }
 }
@@ -415,11 +406,7 @@ fn check_int13(fw: Firmware) {
     );
     // AH=08h: a geometry that covers the disk without going past it.
     let geo = field(&r.serial, "INT1308");
-    let (cx, dx) = geo.split_once(' ').unwrap();
-    let (cx, dx) = (hex(cx), hex(dx));
-    let spt = cx & 0x3f;
-    let cyls = ((cx >> 8) | ((cx & 0xc0) << 2)) + 1;
-    let heads = (dx >> 8) + 1;
+    let (cyls, heads, spt) = chs_of(geo);
     let total = (8u64 << 20) / 512;
     assert!(
         spt > 0 && cyls * heads * spt <= total,
@@ -429,6 +416,7 @@ fn check_int13(fw: Firmware) {
         cyls * heads * spt > total / 2,
         "{fw:?}: geometry {cyls}/{heads}/{spt} wastes the disk"
     );
+    let dx = hex(geo.split_once(' ').unwrap().1);
     assert_eq!(dx & 0xff, 1, "{fw:?}: one hard disk");
     // Reads, by CHS (LBA 1-4 and head 1 = LBA spt) and by LBA (5-8).
     assert_eq!(

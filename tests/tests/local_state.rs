@@ -128,7 +128,6 @@ impl Vm {
         http(&self.api, method, path, body)
     }
 
-    /// PUT /v1/save-state to `file`.
     /// Runs `kettle ctl API ACTION`: its stdout when it succeeds, its stderr when it fails.
     fn ctl(&self, action: &str) -> Result<String, String> {
         let out = Command::new(kettle_binary())
@@ -144,6 +143,7 @@ impl Vm {
         }
     }
 
+    /// PUT /v1/save-state to `file`.
     fn save(&self, file: &Path, resume: bool) -> (u16, String) {
         self.request(
             "PUT",
@@ -563,16 +563,9 @@ fn a_vm_booted_through_the_bios_is_saved_and_restored() {
     bios_vm_saved_and_restored("bios", &[]);
 }
 
-/// Debian's SeaBIOS (installed with QEMU by resources/setup.sh).
-const SEABIOS: &str = "/usr/share/seabios/bios.bin";
-
 #[test]
 fn a_vm_booted_through_seabios_is_saved_and_restored() {
-    assert!(
-        Path::new(SEABIOS).is_file(),
-        "{SEABIOS} is missing: install Debian's seabios package (resources/setup.sh does)"
-    );
-    bios_vm_saved_and_restored("seabios", &["--bios", SEABIOS]);
+    bios_vm_saved_and_restored("seabios", &["--bios", guest::seabios()]);
 }
 
 /// Boots the counting boot sector through a BIOS (kettle's, or the image `firmware` names),

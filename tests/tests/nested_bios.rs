@@ -17,9 +17,6 @@ use kettle_tests::nested::{
     assets, guest_initrd_with_tests, run_nested_with, workspace_root, NestedOptions, NestedRun,
 };
 
-/// Debian's SeaBIOS (installed with QEMU by resources/setup.sh).
-const SEABIOS: &str = "/usr/share/seabios/bios.bin";
-
 /// What the guest reports: its command line, the firmware's memory map and ACPI tables as the
 /// kernel logged them, and a checksum of every ACPI table.
 const GUEST_SCRIPT: &str = r#"
@@ -122,10 +119,7 @@ run_vm() {
 fn nested() -> &'static NestedRun {
     static RUN: OnceLock<NestedRun> = OnceLock::new();
     RUN.get_or_init(|| {
-        assert!(
-            Path::new(SEABIOS).is_file(),
-            "{SEABIOS} is missing: install Debian's seabios package (resources/setup.sh does)"
-        );
+        let seabios = kettle_tests::guest::seabios();
         let dir = std::env::temp_dir().join(format!("kettle-nested-bios-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (initrd, images) = images(&dir);
@@ -137,7 +131,7 @@ fn nested() -> &'static NestedRun {
             .host_cmdline("nohz=off highres=off lapic=notscdeadline")
             .add(&initrd, "/guest/initrd-bios.gz")
             .add(&assets.vmlinuz, "/guest/vmlinuz")
-            .add(SEABIOS, "/guest/bios.bin");
+            .add(seabios, "/guest/bios.bin");
         for image in &images {
             let name = image.file_name().unwrap().to_str().unwrap();
             options = options.add(image, &format!("/guest/{name}"));

@@ -258,7 +258,7 @@ A=$!
 run_vm sockB tulip,backend=socket:/tmp/hub &
 B=$!
 # Shortly before run_vm's timeout: say where kettle is if it is still running.
-{ sleep 1460; stuck_report; } &
+{ sleep $((VM_TIMEOUT - 40)); stuck_report; } &
 W=$!
 wait $A $B
 kill $W 2>/dev/null

@@ -84,7 +84,7 @@ impl BiosDisk for DriveDisk {
 pub fn bios_disks(drives: &[OpenDrive]) -> Vec<Option<Box<dyn BiosDisk>>> {
     let mut disks: Vec<Option<Box<dyn BiosDisk>>> = (0..4).map(|_| None).collect();
     for d in drives {
-        let index = usize::from(d.slot.channel) * 2 + usize::from(d.slot.device);
+        let index = d.slot.index();
         if let Some(place) = disks.get_mut(index) {
             *place = Some(Box::new(DriveDisk {
                 kind: match d.kind {

@@ -186,6 +186,18 @@ pub enum Firmware<'a> {
     Image(&'a Path),
 }
 
+impl<'a> Firmware<'a> {
+    /// What runs first for a configuration with these: the kernel, when there is one; else the
+    /// BIOS image; else kettle's BIOS.
+    pub fn of(kernel: Option<&'a Path>, bios: Option<&'a Path>) -> Self {
+        match (kernel, bios) {
+            (Some(k), _) => Firmware::Kernel(k),
+            (None, Some(b)) => Firmware::Image(b),
+            (None, None) => Firmware::Bios,
+        }
+    }
+}
+
 /// Where the parallel port's output goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LptSpec {
@@ -518,11 +530,7 @@ impl VmConfig {
 
     /// What the boot vCPU runs first: the kernel, a BIOS image, or kettle's BIOS.
     pub fn firmware(&self) -> Firmware<'_> {
-        match (&self.kernel, &self.bios) {
-            (Some(k), _) => Firmware::Kernel(k),
-            (None, Some(b)) => Firmware::Image(b),
-            (None, None) => Firmware::Bios,
-        }
+        Firmware::of(self.kernel.as_deref(), self.bios.as_deref())
     }
 
     /// What identifies this VM for default MAC addresses: its name, else its configuration

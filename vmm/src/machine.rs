@@ -205,7 +205,7 @@ impl Machine {
             .drives
             .iter()
             .filter(|d| d.kind == crate::storage::DriveKind::Disk)
-            .map(|d| usize::from(d.slot.channel) * 2 + usize::from(d.slot.device))
+            .map(|d| d.slot.index())
             .collect();
         rtc.lock().unwrap().set_lba_translation(&disks);
         if let Some(saved) = h.host.cmos.lock().unwrap().as_ref() {
@@ -440,13 +440,7 @@ impl Machine {
             );
         }
         if let Some(v) = &s.vga_text {
-            if v.memory.len() != vga_text::SIZE {
-                return Err(format!(
-                    "saved VGA text memory is {} bytes, not {}",
-                    v.memory.len(),
-                    vga_text::SIZE
-                ));
-            }
+            v.check()?;
         }
         for (dev, st) in self.serial.iter().zip(&s.serial) {
             dev.lock().unwrap().restore(st);

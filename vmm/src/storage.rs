@@ -17,6 +17,12 @@ pub struct IdeSlot {
 }
 
 impl IdeSlot {
+    /// The position in IDE order: 0 primary master, 1 primary slave, 2 secondary master,
+    /// 3 secondary slave.
+    pub fn index(self) -> usize {
+        usize::from(self.channel) * 2 + usize::from(self.device)
+    }
+
     pub const ALL: [IdeSlot; 4] = [
         IdeSlot {
             channel: 0,

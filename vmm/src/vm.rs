@@ -822,6 +822,10 @@ fn add_fw_cfg(
     use crate::seabios::{IdePosition, SeabiosConfig};
     let mut drives: Vec<_> = host.drives.iter().collect();
     drives.sort_by_key(|d| (d.slot.channel, d.slot.device));
+    let position = |d: &crate::storage::OpenDrive| IdePosition {
+        channel: d.slot.channel,
+        device: d.slot.device,
+    };
     let boot_order: Vec<IdePosition> = cfg
         .boot_order
         .0
@@ -831,10 +835,7 @@ fn add_fw_cfg(
                 BootDevice::Disk => crate::storage::DriveKind::Disk,
                 BootDevice::Cdrom => crate::storage::DriveKind::Cdrom,
             };
-            drives.iter().find(|d| d.kind == kind).map(|d| IdePosition {
-                channel: d.slot.channel,
-                device: d.slot.device,
-            })
+            drives.iter().find(|d| d.kind == kind).map(|d| position(d))
         })
         .collect();
     // The logical geometry kettle's own BIOS gives each hard disk, so that a disk partitioned
@@ -845,10 +846,7 @@ fn add_fw_cfg(
         .map(|d| {
             let g = firmware::bios::Geometry::of(d.backend.sectors());
             (
-                IdePosition {
-                    channel: d.slot.channel,
-                    device: d.slot.device,
-                },
+                position(d),
                 crate::seabios::LogicalChs {
                     cylinders: g.cylinders as u32,
                     heads: g.heads as u32,

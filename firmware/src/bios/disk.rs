@@ -15,10 +15,10 @@
 //! - AH=02h/03h/04h CHS read, write and verify, through the logical geometry of AH=08h: the
 //!   LBA-assisted translation of the PC BIOSes (and of SeaBIOS when CMOS 0x39 asks for it, as
 //!   kettle's CMOS does): 63 sectors per track, 16, 32, 64, 128 or 255 heads as the disk grows
-//!   past 504 MiB, 1 GiB, 2 GiB and 4 GiB, at most 1024 cylinders. A transfer whose buffer would run past the end of the ES segment (offset
-//!   BX plus the byte count above 64 KiB) fails with 09h "data boundary error", as the PC BIOS's
-//!   DMA-based transfers did, instead of guessing whether the caller meant the offset to wrap or
-//!   the address to go on;
+//!   past about 536 MiB, 1 GiB, 2 GiB and 4 GiB, at most 1024 cylinders. A transfer whose
+//!   buffer would run past the end of the ES segment (offset BX plus the byte count above
+//!   64 KiB) fails with 09h "data boundary error", as the PC BIOS's DMA-based transfers did,
+//!   instead of guessing whether the caller meant the offset to wrap or the address to go on;
 //! - AH=08h parameters, 15h type (03h, CX:DX sectors);
 //! - AH=41h-49h, the EDD 3.0 extensions: 42h/43h/44h/47h take a disk address packet at DS:SI
 //!   (10h bytes, or 18h with the 64-bit flat buffer address used when the seg:off buffer is
@@ -94,14 +94,13 @@ pub struct Geometry {
 impl Geometry {
     /// The LBA-assisted translation of a disk of `sectors`: 63 sectors per track; the heads
     /// from the number of 1024-cylinder tracks of 63 sectors the disk holds, rounded up to 16,
-    /// 32, 64, 128 or 255 (255 heads and 1024 cylinders for anything past 1024*255*63 sectors);
-    /// as many whole cylinders as fit, 1-1024. The same numbers as SeaBIOS's LBA translation,
+    /// 32, 64, 128 or 255; as many whole cylinders as fit, 1-1024 (so 1024 cylinders of 255
+    /// heads for anything past 1024*255*63 sectors). The same numbers as SeaBIOS's LBA translation,
     /// so a disk partitioned by CHS under one BIOS reads the same under the other.
     pub fn of(sectors: u64) -> Self {
         let spt = disk::SECTORS_PER_TRACK;
         let tracks = sectors / spt;
         let heads = match tracks / disk::MAX_CYLINDERS {
-            _ if sectors > disk::MAX_CYLINDERS * disk::MAX_HEADS * spt => disk::MAX_HEADS,
             n if n > 128 => disk::MAX_HEADS,
             n if n > 64 => 128,
             n if n > 32 => 64,

@@ -242,11 +242,15 @@ impl LoadedState {
         }
         let layout = arch::layout::MemoryLayout::new(config.memory)
             .map_err(|e| invalid(format!("saved memory size: {e}")))?;
+        let image_firmware = matches!(
+            crate::config::Firmware::of(config.kernel.as_deref(), config.bios.as_deref()),
+            crate::config::Firmware::Image(_)
+        );
         memory::check_regions(
             &machine.memory,
             mem.offset,
             mem.length,
-            &crate::vm::ram_spans(&layout, config.kernel.is_none() && config.bios.is_some()),
+            &crate::vm::ram_spans(&layout, image_firmware),
         )
         .map_err(invalid)?;
         Ok(LoadedState {
